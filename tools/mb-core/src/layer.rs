@@ -1,0 +1,572 @@
+//! Layer blobs: tar archives in sorted order, gzip-compressed by default, with the diff id
+//! (digest of the tar) and the blob digest computed in the same single pass that writes them.
+//!
+//! Also the two conversions between a directory and a layer that overlayfs needs:
+//! [`write_tree`] turns an overlay upper directory (or any root filesystem) into a layer,
+//! mapping overlay whiteouts (0/0 character devices, `trusted.overlay.opaque`) to OCI whiteouts
+//! (`.wh.<name>`, `.wh..wh..opq`); [`unpack`] does the reverse, so that an unpacked layer can be
+//! an overlay lower directory as it is.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+
+use flate2::write::GzEncoder;
+use serde::{Deserialize, Serialize};
+
+use crate::digest::{HashingWriter, VerifyingReader};
+use crate::error::CoreError;
+use crate::image::media_type;
+use crate::plan::LayerRef;
+use crate::store::{BlobWriter, Store};
+
+/// The prefix OCI layers use to mark a deleted file.
+pub const WHITEOUT_PREFIX: &str = ".wh.";
+/// The entry OCI layers use to mark a directory whose lower contents are hidden.
+pub const OPAQUE_MARKER: &str = ".wh..wh..opq";
+/// The xattr overlayfs sets on an opaque directory.
+const OVERLAY_OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+
+/// How a layer blob is compressed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Compression {
+    /// gzip, the default that every registry and runtime reads.
+    #[default]
+    Gzip,
+    /// No compression.
+    None,
+}
+
+impl Compression {
+    /// The OCI media type of a layer compressed this way.
+    pub fn media_type(self) -> &'static str {
+        match self {
+            Compression::Gzip => media_type::LAYER_GZIP,
+            Compression::None => media_type::LAYER_TAR,
+        }
+    }
+
+    /// The compression a layer media type implies.
+    pub fn from_media_type(media_type: &str) -> Option<Compression> {
+        if media_type.ends_with("tar+gzip") || media_type.ends_with("tar.gzip") {
+            Some(Compression::Gzip)
+        } else if media_type.ends_with(".tar") {
+            Some(Compression::None)
+        } else {
+            None
+        }
+    }
+}
+
+enum Sink {
+    Gzip(GzEncoder<BlobWriter>),
+    Plain(BlobWriter),
+}
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Sink::Gzip(encoder) => encoder.write(buf),
+            Sink::Plain(writer) => writer.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Sink::Gzip(encoder) => encoder.flush(),
+            Sink::Plain(writer) => writer.flush(),
+        }
+    }
+}
+
+/// Ownership, permissions and time of an entry written into a layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryMeta {
+    /// Permission bits, including setuid/setgid/sticky.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u64,
+    /// Group.
+    pub gid: u64,
+    /// Modification time, seconds since the epoch.
+    pub mtime: u64,
+}
+
+impl EntryMeta {
+    /// Metadata of a file on disk, with mtime clamped to `clamp_mtime` when given.
+    pub fn from_metadata(metadata: &fs::Metadata, clamp_mtime: Option<u64>) -> EntryMeta {
+        let mtime = metadata.mtime().max(0) as u64;
+        EntryMeta {
+            mode: metadata.permissions().mode() & 0o7777,
+            uid: u64::from(metadata.uid()),
+            gid: u64::from(metadata.gid()),
+            mtime: clamp_mtime.map_or(mtime, |clamp| mtime.min(clamp)),
+        }
+    }
+}
+
+/// Streams tar entries into a new layer blob in the store.
+pub struct LayerWriter {
+    builder: tar::Builder<HashingWriter<Sink>>,
+    compression: Compression,
+}
+
+impl LayerWriter {
+    /// Starts a layer blob in `store`.
+    pub fn new(store: &Store, compression: Compression) -> Result<LayerWriter, CoreError> {
+        let blob = store.blob_writer()?;
+        let sink = match compression {
+            // No file name and mtime 0 in the gzip header keep the blob reproducible.
+            Compression::Gzip => Sink::Gzip(
+                flate2::GzBuilder::new()
+                    .mtime(0)
+                    .write(blob, flate2::Compression::fast()),
+            ),
+            Compression::None => Sink::Plain(blob),
+        };
+        let mut builder = tar::Builder::new(HashingWriter::new(sink));
+        builder.mode(tar::HeaderMode::Complete);
+        builder.follow_symlinks(false);
+        Ok(LayerWriter {
+            builder,
+            compression,
+        })
+    }
+
+    fn header(kind: tar::EntryType, meta: EntryMeta, size: u64) -> tar::Header {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(kind);
+        header.set_mode(meta.mode);
+        header.set_uid(meta.uid);
+        header.set_gid(meta.gid);
+        header.set_mtime(meta.mtime);
+        header.set_size(size);
+        header
+    }
+
+    fn io_error(error: io::Error) -> CoreError {
+        CoreError::io("<layer>")(error)
+    }
+
+    /// Adds a directory.
+    pub fn dir(&mut self, path: &str, meta: EntryMeta) -> Result<(), CoreError> {
+        let mut header = Self::header(tar::EntryType::Directory, meta, 0);
+        let name = format!("{}/", path.trim_end_matches('/'));
+        self.builder
+            .append_data(&mut header, name, io::empty())
+            .map_err(Self::io_error)
+    }
+
+    /// Adds a regular file with `size` bytes read from `content`.
+    pub fn file(
+        &mut self,
+        path: &str,
+        meta: EntryMeta,
+        size: u64,
+        content: impl Read,
+    ) -> Result<(), CoreError> {
+        let mut header = Self::header(tar::EntryType::Regular, meta, size);
+        self.builder
+            .append_data(&mut header, path, content.take(size))
+            .map_err(Self::io_error)
+    }
+
+    /// Adds a symbolic link.
+    pub fn symlink(&mut self, path: &str, target: &Path, meta: EntryMeta) -> Result<(), CoreError> {
+        let mut header = Self::header(tar::EntryType::Symlink, meta, 0);
+        self.builder
+            .append_link(&mut header, path, target)
+            .map_err(Self::io_error)
+    }
+
+    /// Adds a hard link to an entry written earlier in this layer.
+    pub fn hardlink(&mut self, path: &str, target: &str, meta: EntryMeta) -> Result<(), CoreError> {
+        let mut header = Self::header(tar::EntryType::Link, meta, 0);
+        self.builder
+            .append_link(&mut header, path, target)
+            .map_err(Self::io_error)
+    }
+
+    /// Adds a character or block device or a fifo.
+    pub fn special(
+        &mut self,
+        path: &str,
+        kind: tar::EntryType,
+        meta: EntryMeta,
+        device: (u32, u32),
+    ) -> Result<(), CoreError> {
+        let mut header = Self::header(kind, meta, 0);
+        header.set_device_major(device.0).map_err(Self::io_error)?;
+        header.set_device_minor(device.1).map_err(Self::io_error)?;
+        self.builder
+            .append_data(&mut header, path, io::empty())
+            .map_err(Self::io_error)
+    }
+
+    /// Marks `path` as deleted.
+    pub fn whiteout(&mut self, path: &str) -> Result<(), CoreError> {
+        let (parent, name) = split_parent(path);
+        let marker = join_relative(parent, &format!("{WHITEOUT_PREFIX}{name}"));
+        self.file(
+            &marker,
+            EntryMeta {
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+                mtime: 0,
+            },
+            0,
+            io::empty(),
+        )
+    }
+
+    /// Marks directory `path` as opaque: nothing below it in lower layers shows through.
+    pub fn opaque(&mut self, path: &str) -> Result<(), CoreError> {
+        let marker = join_relative(path, OPAQUE_MARKER);
+        self.file(
+            &marker,
+            EntryMeta {
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+                mtime: 0,
+            },
+            0,
+            io::empty(),
+        )
+    }
+
+    /// Finishes the tar and the compression and moves the blob into the store.
+    pub fn finish(self) -> Result<LayerRef, CoreError> {
+        let compression = self.compression;
+        let hashing = self.builder.into_inner().map_err(Self::io_error)?;
+        let (sink, diff_id, _) = hashing.finish();
+        let blob = match sink {
+            Sink::Gzip(encoder) => encoder.finish().map_err(Self::io_error)?,
+            Sink::Plain(blob) => blob,
+        };
+        let (digest, size) = blob.commit(None)?;
+        Ok(LayerRef {
+            digest,
+            diff_id,
+            size,
+            media_type: compression.media_type().to_string(),
+        })
+    }
+}
+
+fn split_parent(path: &str) -> (&str, &str) {
+    let path = path.trim_end_matches('/');
+    match path.rfind('/') {
+        Some(slash) => (&path[..slash], &path[slash + 1..]),
+        None => ("", path),
+    }
+}
+
+fn join_relative(parent: &str, name: &str) -> String {
+    if parent.is_empty() {
+        name.to_string()
+    } else {
+        format!("{parent}/{name}")
+    }
+}
+
+/// Options for [`write_tree`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TreeOptions {
+    /// Clamp file times to this (SOURCE_DATE_EPOCH).
+    pub clamp_mtime: Option<u64>,
+    /// Translate overlayfs whiteouts and opaque directories into OCI whiteouts.
+    pub overlay_whiteouts: bool,
+}
+
+/// Writes everything below `root` into `layer`, in sorted order, with paths relative to `root`.
+pub fn write_tree(
+    layer: &mut LayerWriter,
+    root: &Path,
+    options: TreeOptions,
+) -> Result<(), CoreError> {
+    let mut hardlinks: HashMap<(u64, u64), String> = HashMap::new();
+    write_dir_entries(layer, root, "", options, &mut hardlinks)
+}
+
+fn write_dir_entries(
+    layer: &mut LayerWriter,
+    dir: &Path,
+    relative: &str,
+    options: TreeOptions,
+    hardlinks: &mut HashMap<(u64, u64), String>,
+) -> Result<(), CoreError> {
+    let mut names: Vec<_> = fs::read_dir(dir)
+        .map_err(CoreError::io(dir))?
+        .map(|entry| entry.map(|entry| entry.file_name()))
+        .collect::<Result<_, _>>()
+        .map_err(CoreError::io(dir))?;
+    names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    for name in names {
+        let path = dir.join(&name);
+        let name_text = name.to_str().ok_or_else(|| CoreError::Store {
+            path: path.clone(),
+            reason: "file name is not UTF-8".to_string(),
+        })?;
+        let entry_relative = join_relative(relative, name_text);
+        let metadata = fs::symlink_metadata(&path).map_err(CoreError::io(&path))?;
+        let meta = EntryMeta::from_metadata(&metadata, options.clamp_mtime);
+        let file_type = metadata.file_type();
+        if file_type.is_dir() {
+            layer.dir(&entry_relative, meta)?;
+            if options.overlay_whiteouts && is_overlay_opaque(&path) {
+                layer.opaque(&entry_relative)?;
+            }
+            write_dir_entries(layer, &path, &entry_relative, options, hardlinks)?;
+        } else if file_type.is_symlink() {
+            let target = fs::read_link(&path).map_err(CoreError::io(&path))?;
+            layer.symlink(&entry_relative, &target, meta)?;
+        } else if file_type.is_file() {
+            if metadata.nlink() > 1 {
+                let inode = (metadata.dev(), metadata.ino());
+                if let Some(first) = hardlinks.get(&inode) {
+                    layer.hardlink(&entry_relative, first, meta)?;
+                    continue;
+                }
+                hardlinks.insert(inode, entry_relative.clone());
+            }
+            let file = File::open(&path).map_err(CoreError::io(&path))?;
+            layer.file(&entry_relative, meta, metadata.len(), file)?;
+        } else if file_type.is_char_device() && options.overlay_whiteouts && metadata.rdev() == 0 {
+            layer.whiteout(&entry_relative)?;
+        } else if file_type.is_char_device() || file_type.is_block_device() || file_type.is_fifo() {
+            let kind = if file_type.is_char_device() {
+                tar::EntryType::Char
+            } else if file_type.is_block_device() {
+                tar::EntryType::Block
+            } else {
+                tar::EntryType::Fifo
+            };
+            let rdev = metadata.rdev();
+            let device = (
+                nix::sys::stat::major(rdev) as u32,
+                nix::sys::stat::minor(rdev) as u32,
+            );
+            layer.special(&entry_relative, kind, meta, device)?;
+        } else {
+            tracing::warn!("skipping socket {}", path.display());
+        }
+    }
+    Ok(())
+}
+
+fn is_overlay_opaque(path: &Path) -> bool {
+    matches!(
+        read_xattr(path, OVERLAY_OPAQUE_XATTR).as_deref(),
+        Some(b"y")
+    )
+}
+
+fn read_xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let name = std::ffi::CString::new(name).ok()?;
+    let mut buffer = [0u8; 16];
+    // SAFETY: both strings are NUL-terminated and the buffer's length is passed with it.
+    let n_bytes = unsafe {
+        libc::lgetxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            buffer.as_mut_ptr().cast(),
+            buffer.len(),
+        )
+    };
+    (n_bytes >= 0).then(|| buffer[..n_bytes as usize].to_vec())
+}
+
+fn set_overlay_opaque(path: &Path) -> io::Result<()> {
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())?;
+    let name = std::ffi::CString::new(OVERLAY_OPAQUE_XATTR)?;
+    // SAFETY: both strings are NUL-terminated; the value is one byte long, as passed.
+    let status =
+        unsafe { libc::lsetxattr(c_path.as_ptr(), name.as_ptr(), b"y".as_ptr().cast(), 1, 0) };
+    if status == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Unpacks a layer blob into `dest` (which must not exist yet) in overlayfs form: OCI whiteouts
+/// become 0/0 character devices and opaque markers become the opaque xattr, so `dest` can be
+/// used as an overlay lower directory directly. Entries that would escape `dest` are refused.
+pub fn unpack(store: &Store, layer: &LayerRef, dest: &Path) -> Result<(), CoreError> {
+    let blob = store.open_blob(&layer.digest)?;
+    let compression =
+        Compression::from_media_type(&layer.media_type).ok_or_else(|| CoreError::Store {
+            path: store.blob_path(&layer.digest),
+            reason: format!("unsupported layer media type {}", layer.media_type),
+        })?;
+    let reader: Box<dyn Read> = match compression {
+        Compression::Gzip => Box::new(flate2::read::GzDecoder::new(blob)),
+        Compression::None => Box::new(blob),
+    };
+    let tar_reader = VerifyingReader::new(reader, layer.diff_id.clone());
+    unpack_tar(tar_reader, dest).map_err(|error| match error {
+        CoreError::Io { source, .. } if source.kind() == io::ErrorKind::InvalidData => {
+            CoreError::Store {
+                path: store.blob_path(&layer.digest),
+                reason: source.to_string(),
+            }
+        }
+        other => other,
+    })
+}
+
+/// Unpacks an uncompressed layer tar stream into `dest`, in overlayfs form.
+pub fn unpack_tar(reader: impl Read, dest: &Path) -> Result<(), CoreError> {
+    fs::create_dir_all(dest).map_err(CoreError::io(dest))?;
+    let mut archive = tar::Archive::new(reader);
+    archive.set_preserve_permissions(true);
+    archive.set_preserve_ownerships(true);
+    archive.set_unpack_xattrs(true);
+    archive.set_overwrite(true);
+    let mut directories = Vec::new();
+    for entry in archive.entries().map_err(CoreError::io(dest))? {
+        let mut entry = entry.map_err(CoreError::io(dest))?;
+        let relative =
+            safe_relative_path(&entry.path().map_err(CoreError::io(dest))?).ok_or_else(|| {
+                CoreError::Store {
+                    path: dest.to_path_buf(),
+                    reason: "layer entry escapes the root".to_string(),
+                }
+            })?;
+        let Some(file_name) = relative.file_name().map(OsStr::to_os_string) else {
+            continue;
+        };
+        let target = dest.join(&relative);
+        if let Some(parent) = target.parent() {
+            fs::create_dir_all(parent).map_err(CoreError::io(parent))?;
+        }
+        let name_bytes = file_name.as_bytes();
+        if name_bytes == OPAQUE_MARKER.as_bytes() {
+            if let Some(parent) = target.parent() {
+                set_overlay_opaque(parent).map_err(CoreError::io(parent))?;
+            }
+            continue;
+        }
+        if let Some(hidden) = name_bytes.strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
+            let whiteout = target.with_file_name(OsStr::from_bytes(hidden));
+            nix::sys::stat::mknod(
+                &whiteout,
+                nix::sys::stat::SFlag::S_IFCHR,
+                nix::sys::stat::Mode::empty(),
+                0,
+            )
+            .map_err(|errno| CoreError::io(&whiteout)(errno.into()))?;
+            continue;
+        }
+        if entry.header().entry_type() == tar::EntryType::Directory {
+            directories.push(target.clone());
+        }
+        entry.unpack(&target).map_err(CoreError::io(&target))?;
+    }
+    // Directory times are set by unpack, but later entries inside them change them again.
+    drop(directories);
+    Ok(())
+}
+
+/// `path` without a leading `/` or `.`, or None if it climbs out with `..`.
+fn safe_relative_path(path: &Path) -> Option<PathBuf> {
+    let mut clean = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::Normal(part) => clean.push(part),
+            Component::RootDir | Component::CurDir => {}
+            Component::ParentDir | Component::Prefix(_) => return None,
+        }
+    }
+    Some(clean)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tempdir() -> Result<tempfile::TempDir, CoreError> {
+        tempfile::tempdir().map_err(CoreError::io("tempdir"))
+    }
+
+    #[test]
+    fn same_tree_gives_same_digests_and_round_trips() -> Result<(), CoreError> {
+        let dir = tempdir()?;
+        let store = Store::open(dir.path().join("store"))?;
+        let tree = dir.path().join("tree");
+        fs::create_dir_all(tree.join("etc")).map_err(CoreError::io(&tree))?;
+        fs::write(tree.join("etc/hostname"), b"box\n").map_err(CoreError::io(&tree))?;
+        std::os::unix::fs::symlink("hostname", tree.join("etc/name"))
+            .map_err(CoreError::io(&tree))?;
+        let write = || -> Result<LayerRef, CoreError> {
+            let mut writer = LayerWriter::new(&store, Compression::Gzip)?;
+            write_tree(&mut writer, &tree, TreeOptions::default())?;
+            writer.finish()
+        };
+        let (first, second) = (write()?, write()?);
+        assert_eq!(first, second);
+        let unpacked = dir.path().join("unpacked");
+        unpack(&store, &first, &unpacked)?;
+        assert_eq!(
+            fs::read(unpacked.join("etc/hostname")).map_err(CoreError::io("x"))?,
+            b"box\n"
+        );
+        assert_eq!(
+            fs::read_link(unpacked.join("etc/name")).map_err(CoreError::io("x"))?,
+            PathBuf::from("hostname")
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn whiteouts_round_trip_between_oci_and_overlay_form() -> Result<(), CoreError> {
+        let dir = tempdir()?;
+        let store = Store::open(dir.path().join("store"))?;
+        let mut writer = LayerWriter::new(&store, Compression::None)?;
+        let meta = EntryMeta {
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+        };
+        writer.dir("etc", meta)?;
+        writer.whiteout("etc/motd")?;
+        writer.dir("var", meta)?;
+        writer.opaque("var")?;
+        let layer = writer.finish()?;
+        let unpacked = dir.path().join("unpacked");
+        unpack(&store, &layer, &unpacked)?;
+        let motd = fs::symlink_metadata(unpacked.join("etc/motd")).map_err(CoreError::io("x"))?;
+        assert!(motd.file_type().is_char_device() && motd.rdev() == 0);
+        assert!(is_overlay_opaque(&unpacked.join("var")));
+
+        let mut again = LayerWriter::new(&store, Compression::None)?;
+        write_tree(
+            &mut again,
+            &unpacked,
+            TreeOptions {
+                overlay_whiteouts: true,
+                ..Default::default()
+            },
+        )?;
+        assert_eq!(again.finish()?.diff_id, layer.diff_id);
+        Ok(())
+    }
+
+    #[test]
+    fn entries_escaping_the_root_are_refused() {
+        assert_eq!(safe_relative_path(Path::new("../etc/passwd")), None);
+        assert_eq!(
+            safe_relative_path(Path::new("/./etc/passwd")),
+            Some(PathBuf::from("etc/passwd"))
+        );
+    }
+}
