@@ -1,1 +1,79 @@
-//! placeholder
+//! `mb-plan` reads a `context` document, resolves every stage's base image in the store,
+//! computes each layer-producing step's action and cache key, and marks it hit, miss or pending.
+//!
+//! It never runs anything, so `mb-plan --explain` on its own is a dry run: what would rebuild
+//! and why.
+
+mod planner;
+
+use mb_core::{CoreError, Document, ExitStatus, Failure, Kind};
+
+pub use planner::{plan, PlanOptions};
+
+/// Command line of `mb-plan`.
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "mb-plan",
+    version,
+    about = "Compute cache keys for every build step and decide which steps must run",
+    long_about = "Reads the `context` document written by mb-hash on stdin, resolves base images in the local \
+store, computes a content-addressed cache key for every step and marks it hit (its output is in \
+the store), miss (it must run) or pending (its key depends on a step that must run first). \
+Writes the `plan` document on stdout."
+)]
+pub struct Cli {
+    /// Explain on stderr, step by step, what hits and why anything misses.
+    #[arg(long)]
+    pub explain: bool,
+    /// Shared options.
+    #[command(flatten)]
+    pub common: mb_core::cli::CommonArgs,
+}
+
+/// What can go wrong while planning.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// From the shared crate (documents, store).
+    #[error(transparent)]
+    Core(#[from] CoreError),
+    /// The document does not fit together.
+    #[error("{location}: {reason}")]
+    Inconsistent {
+        /// Where in the Dockerfile.
+        location: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A feature the planner does not handle yet.
+    #[error("{location}: {feature} is not supported yet")]
+    Unsupported {
+        /// Where in the Dockerfile.
+        location: String,
+        /// What it is.
+        feature: String,
+    },
+}
+
+impl Failure for Error {
+    fn exit_status(&self) -> ExitStatus {
+        match self {
+            Error::Core(error) => error.exit_status(),
+            Error::Inconsistent { .. } | Error::Unsupported { .. } => ExitStatus::BadInput,
+        }
+    }
+}
+
+/// Runs `mb-plan`.
+pub fn run(cli: Cli) -> Result<(), Error> {
+    let mut document = Document::read_stdin("mb-plan", &[Kind::Context])?;
+    let store = cli.common.open_store()?;
+    let plan = plan(&document, &store, &PlanOptions::from_env())?;
+    if cli.explain || cli.common.chatty() {
+        eprint!("{}", planner::explanation(&plan, cli.explain));
+    }
+    document.kind = Kind::Plan;
+    document.plan = Some(plan);
+    document.result = None;
+    document.write_stdout()?;
+    Ok(())
+}

@@ -1,0 +1,510 @@
+//! The planning itself: base resolution, config evolution per instruction, actions and keys.
+
+use std::collections::HashMap;
+
+use mb_core::graph::{Base, CopyFrom, Instruction, Op, Stage};
+use mb_core::image::{self, HistoryEntry, ImageConfig};
+use mb_core::key::{chain_id, KeyMaterial, KEY_SCHEME};
+use mb_core::plan::{
+    Action, CopyInput, LayerRef, PlanSection, PlanStage, PlanStep, ResolvedBase, StepStatus,
+};
+use mb_core::{Document, Store};
+
+use crate::Error;
+
+/// Settings that come from the environment rather than the document.
+#[derive(Debug, Clone, Default)]
+pub struct PlanOptions {
+    /// `SOURCE_DATE_EPOCH`, if set.
+    pub source_date_epoch: Option<i64>,
+}
+
+impl PlanOptions {
+    /// Reads `SOURCE_DATE_EPOCH` from the environment.
+    pub fn from_env() -> PlanOptions {
+        PlanOptions {
+            source_date_epoch: std::env::var("SOURCE_DATE_EPOCH")
+                .ok()
+                .and_then(|value| value.trim().parse().ok()),
+        }
+    }
+}
+
+/// What is known about a stage once it is planned.
+struct PlannedStage {
+    config: ImageConfig,
+    /// Its layers, bottom first, when every one of them is known before the build.
+    layers: Option<Vec<LayerRef>>,
+}
+
+/// Plans the build described by `document` against `store`.
+pub fn plan(
+    document: &Document,
+    store: &Store,
+    options: &PlanOptions,
+) -> Result<PlanSection, Error> {
+    let graph = &document.graph;
+    let source_date_epoch = options.source_date_epoch.or_else(|| {
+        graph
+            .build_args
+            .get("SOURCE_DATE_EPOCH")
+            .and_then(|value| value.trim().parse().ok())
+    });
+    let mut planned: HashMap<usize, PlannedStage> = HashMap::new();
+    let mut section = PlanSection {
+        platform: graph.platform.clone(),
+        source_date_epoch,
+        stages: Vec::new(),
+        steps: Vec::new(),
+        n_hit: 0,
+        n_miss: 0,
+        n_pending: 0,
+    };
+    for stage in &graph.stages {
+        let (base, mut config, base_layers) = resolve_base(stage, store, &planned)?;
+        let mut layers = base_layers;
+        let mut plan_stage = PlanStage {
+            index: stage.index,
+            name: stage.name.clone(),
+            base,
+            steps: Vec::new(),
+            needs: Vec::new(),
+            config: ImageConfig::default(),
+            history: Vec::new(),
+        };
+        let mut cmd_set_in_stage = false;
+        let mut parent: Option<usize> = None;
+        for (instruction_idx, instruction) in stage.instructions.iter().enumerate() {
+            if instruction.op.makes_layer() {
+                let step_idx = section.steps.len();
+                let (action, inputs) = resolve_action(
+                    document,
+                    stage,
+                    instruction_idx,
+                    instruction,
+                    &config,
+                    &planned,
+                )?;
+                if let Action::Copy {
+                    input: CopyInput::Stage { index },
+                    ..
+                } = &action
+                {
+                    if !plan_stage.needs.contains(index) {
+                        plan_stage.needs.push(*index);
+                    }
+                }
+                let mut step = PlanStep {
+                    index: step_idx,
+                    stage: stage.index,
+                    instruction: instruction_idx,
+                    location: instruction.location.clone(),
+                    display: instruction.created_by(),
+                    action,
+                    parent,
+                    key: None,
+                    status: StepStatus::Pending,
+                    reason: None,
+                    layer: None,
+                };
+                key_step(&mut step, layers.as_deref(), inputs, &section, store)?;
+                match (&step.layer, layers.as_mut()) {
+                    (Some(layer), Some(known)) => known.push(layer.clone()),
+                    _ => layers = None,
+                }
+                match step.status {
+                    StepStatus::Hit => section.n_hit += 1,
+                    StepStatus::Miss => section.n_miss += 1,
+                    StepStatus::Pending => section.n_pending += 1,
+                }
+                plan_stage.steps.push(step_idx);
+                section.steps.push(step);
+                parent = Some(step_idx);
+            }
+            config.apply(&instruction.op, &mut cmd_set_in_stage);
+            plan_stage.history.push(HistoryEntry {
+                created: None,
+                created_by: Some(instruction.created_by()),
+                comment: None,
+                empty_layer: !instruction.op.makes_layer(),
+            });
+        }
+        plan_stage.config = config.clone();
+        planned.insert(stage.index, PlannedStage { config, layers });
+        section.stages.push(plan_stage);
+    }
+    Ok(section)
+}
+
+/// The base's resolved form, the config the stage starts with, and the base's layers (None when
+/// they are only known after building an earlier stage).
+fn resolve_base(
+    stage: &Stage,
+    store: &Store,
+    planned: &HashMap<usize, PlannedStage>,
+) -> Result<(ResolvedBase, ImageConfig, Option<Vec<LayerRef>>), Error> {
+    match &stage.base {
+        Base::Scratch => Ok((
+            ResolvedBase::Scratch,
+            ImageConfig::default().for_new_stage(),
+            Some(Vec::new()),
+        )),
+        Base::Image { reference } => {
+            let descriptor = store
+                .image(reference)?
+                .ok_or_else(|| mb_core::CoreError::ImageNotFound(reference.clone()))?;
+            let (manifest, config_file) = image::load(store, &descriptor.digest)?;
+            let layers = manifest.layer_refs(&config_file)?;
+            Ok((
+                ResolvedBase::Image {
+                    reference: reference.clone(),
+                    manifest: descriptor.digest,
+                    layers: layers.clone(),
+                },
+                config_file.config.for_new_stage(),
+                Some(layers),
+            ))
+        }
+        Base::Stage { index } => {
+            let base = planned.get(index).ok_or_else(|| Error::Inconsistent {
+                location: stage.location.to_string(),
+                reason: format!("stage {index} is used before it is defined"),
+            })?;
+            Ok((
+                ResolvedBase::Stage { index: *index },
+                base.config.clone(),
+                base.layers.clone(),
+            ))
+        }
+    }
+}
+
+/// The action of a layer-producing instruction, and the chain ids of the other stages it
+/// reads (None when one of them is not known before the build).
+fn resolve_action(
+    document: &Document,
+    stage: &Stage,
+    instruction_idx: usize,
+    instruction: &Instruction,
+    config: &ImageConfig,
+    planned: &HashMap<usize, PlannedStage>,
+) -> Result<(Action, Option<Vec<String>>), Error> {
+    let location = instruction.location.to_string();
+    let user = config.user.clone().unwrap_or_default();
+    match &instruction.op {
+        Op::Run {
+            command,
+            args_env,
+            network,
+        } => {
+            let mut env = config.env.clone().unwrap_or_default();
+            for arg in args_env {
+                if config.env_var(&arg.name).is_none() {
+                    env.push(format!("{}={}", arg.name, arg.value));
+                }
+            }
+            let network = network.clone().unwrap_or_else(|| "default".to_string());
+            if network != "default" && network != "none" && network != "host" {
+                return Err(Error::Inconsistent {
+                    location,
+                    reason: format!("unknown network mode `{network}`"),
+                });
+            }
+            Ok((
+                Action::Run {
+                    argv: command.argv(),
+                    env,
+                    cwd: config.working_dir_or_root(),
+                    user,
+                    network,
+                },
+                Some(Vec::new()),
+            ))
+        }
+        Op::Copy {
+            add,
+            from,
+            sources,
+            destination,
+            chown,
+            chmod,
+        } => {
+            let (input, inputs) = match from {
+                CopyFrom::Context => {
+                    let selection = document
+                        .context
+                        .as_ref()
+                        .and_then(|context| context.selection(stage.index, instruction_idx))
+                        .ok_or_else(|| Error::Inconsistent {
+                            location: location.clone(),
+                            reason: "mb-hash did not fingerprint this instruction's sources \
+                                     (was the document edited?)"
+                                .to_string(),
+                        })?;
+                    (
+                        CopyInput::Context {
+                            digest: selection.digest.clone(),
+                        },
+                        Some(Vec::new()),
+                    )
+                }
+                CopyFrom::Stage { index } => {
+                    let source = planned.get(index).ok_or_else(|| Error::Inconsistent {
+                        location: location.clone(),
+                        reason: format!("COPY --from stage {index}, which is not built before it"),
+                    })?;
+                    let inputs = source
+                        .layers
+                        .as_ref()
+                        .map(|layers| vec![chain_id(layers.iter().map(|layer| &layer.diff_id))]);
+                    (CopyInput::Stage { index: *index }, inputs)
+                }
+                CopyFrom::Image { reference } => {
+                    return Err(Error::Unsupported {
+                        location,
+                        feature: format!("COPY --from an image ({reference})"),
+                    })
+                }
+            };
+            if *add {
+                return Err(Error::Unsupported {
+                    location,
+                    feature: "ADD".to_string(),
+                });
+            }
+            Ok((
+                Action::Copy {
+                    input,
+                    sources: sources.clone(),
+                    destination: destination.clone(),
+                    chown: chown.clone(),
+                    chmod: chmod.clone(),
+                },
+                inputs,
+            ))
+        }
+        Op::Workdir { path } => Ok((
+            Action::Workdir {
+                path: path.clone(),
+                user,
+            },
+            Some(Vec::new()),
+        )),
+        other => Err(Error::Inconsistent {
+            location,
+            reason: format!("{other:?} does not produce a layer"),
+        }),
+    }
+}
+
+/// Computes the step's key when its parent filesystem and inputs are known, and looks it up.
+fn key_step(
+    step: &mut PlanStep,
+    parent_layers: Option<&[LayerRef]>,
+    inputs: Option<Vec<String>>,
+    section: &PlanSection,
+    store: &Store,
+) -> Result<(), Error> {
+    let (Some(parent_layers), Some(inputs)) = (parent_layers, inputs) else {
+        step.status = StepStatus::Pending;
+        step.reason = Some(match step.parent {
+            Some(parent) if section.steps[parent].status != StepStatus::Hit => {
+                format!("its key waits for step {} to run", parent + 1)
+            }
+            _ => "its key waits for the stages it builds on to run".to_string(),
+        });
+        return Ok(());
+    };
+    let parent = chain_id(parent_layers.iter().map(|layer| &layer.diff_id));
+    let key = KeyMaterial {
+        scheme: KEY_SCHEME,
+        platform: &section.platform,
+        source_date_epoch: section.source_date_epoch,
+        parent: &parent,
+        inputs: &inputs,
+        action: &step.action,
+    }
+    .key();
+    match store.result(&key)? {
+        Some(output) => {
+            step.status = StepStatus::Hit;
+            step.layer = Some(output.layer);
+        }
+        None => {
+            step.status = StepStatus::Miss;
+            step.reason = Some("no earlier build of this step with these inputs".to_string());
+        }
+    }
+    step.key = Some(key);
+    Ok(())
+}
+
+/// The readable account of the plan for stderr: a summary line, and with `detailed` a line per
+/// step saying whether it hits and why not.
+pub fn explanation(plan: &PlanSection, detailed: bool) -> String {
+    let mut text = String::new();
+    if detailed {
+        for step in &plan.steps {
+            let status = match step.status {
+                StepStatus::Hit => "hit    ",
+                StepStatus::Miss => "miss   ",
+                StepStatus::Pending => "pending",
+            };
+            text.push_str(&format!("{status} {} {}\n", step.location, step.display));
+            if let Some(reason) = &step.reason {
+                text.push_str(&format!("        because {reason}\n"));
+            }
+        }
+    }
+    text.push_str(&format!(
+        "mb-plan: {} steps: {} cached, {} to run, {} pending\n",
+        plan.steps.len(),
+        plan.n_hit,
+        plan.n_miss,
+        plan.n_pending
+    ));
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mb_core::graph::{Command, Graph, Location, Platform};
+    use mb_core::plan::LayerRef;
+    use mb_core::store::StepOutput;
+    use mb_core::Digest;
+
+    fn instruction(line: u32, keyword: &str, op: Op) -> Instruction {
+        Instruction {
+            location: Location {
+                file: "Dockerfile".into(),
+                line,
+                end_line: line,
+            },
+            keyword: keyword.into(),
+            flags: vec![],
+            arguments: String::new(),
+            form: None,
+            heredocs: vec![],
+            op,
+        }
+    }
+
+    fn run(script: &str) -> Op {
+        Op::Run {
+            command: Command::Shell {
+                shell: image::default_shell(),
+                script: script.into(),
+            },
+            args_env: vec![],
+            network: None,
+        }
+    }
+
+    fn document() -> Document {
+        Document::new(Graph {
+            dockerfile: "Dockerfile".into(),
+            target: 0,
+            platform: Platform::host(),
+            build_args: Default::default(),
+            stages: vec![Stage {
+                index: 0,
+                name: None,
+                location: Location {
+                    file: "Dockerfile".into(),
+                    line: 1,
+                    end_line: 1,
+                },
+                base: Base::Scratch,
+                instructions: vec![
+                    instruction(
+                        2,
+                        "WORKDIR",
+                        Op::Workdir {
+                            path: "/app".into(),
+                        },
+                    ),
+                    instruction(3, "RUN", run("make")),
+                    instruction(4, "RUN", run("make test")),
+                ],
+            }],
+        })
+    }
+
+    #[test]
+    fn steps_after_a_miss_are_pending_and_hits_are_found() -> Result<(), Error> {
+        let dir = tempfile::tempdir().map_err(mb_core::CoreError::io("tempdir"))?;
+        let store = Store::open(dir.path())?;
+        let document = document();
+        let first = plan(&document, &store, &PlanOptions::default())?;
+        let statuses: Vec<_> = first.steps.iter().map(|step| step.status).collect();
+        assert_eq!(
+            statuses,
+            [StepStatus::Miss, StepStatus::Pending, StepStatus::Pending]
+        );
+        assert_eq!((first.n_hit, first.n_miss, first.n_pending), (0, 1, 2));
+
+        let layer = LayerRef {
+            digest: Digest::of(b"blob"),
+            diff_id: Digest::of(b"tar"),
+            size: 4,
+            media_type: image::media_type::LAYER_GZIP.into(),
+        };
+        store.put_blob(b"blob")?;
+        let key = first.steps[0].key.clone().unwrap_or_default();
+        store.put_result(
+            &key,
+            &StepOutput {
+                layer: layer.clone(),
+                created_by: "WORKDIR /app".into(),
+                created: 0,
+                duration_ms: 1,
+            },
+        )?;
+        let second = plan(&document, &store, &PlanOptions::default())?;
+        assert_eq!(second.steps[0].status, StepStatus::Hit);
+        assert_eq!(second.steps[0].layer.as_ref(), Some(&layer));
+        assert_eq!(second.steps[1].status, StepStatus::Miss);
+        let Action::Run { cwd, argv, .. } = &second.steps[1].action else {
+            panic!("step 2 is a RUN");
+        };
+        assert_eq!(cwd, "/app");
+        assert_eq!(argv.last().map(String::as_str), Some("make"));
+        Ok(())
+    }
+
+    #[test]
+    fn source_date_epoch_changes_every_key() -> Result<(), Error> {
+        let dir = tempfile::tempdir().map_err(mb_core::CoreError::io("tempdir"))?;
+        let store = Store::open(dir.path())?;
+        let document = document();
+        let plain = plan(&document, &store, &PlanOptions::default())?;
+        let pinned = plan(
+            &document,
+            &store,
+            &PlanOptions {
+                source_date_epoch: Some(0),
+            },
+        )?;
+        assert_ne!(plain.steps[0].key, pinned.steps[0].key);
+        Ok(())
+    }
+
+    #[test]
+    fn missing_base_image_is_bad_input() -> Result<(), Error> {
+        let dir = tempfile::tempdir().map_err(mb_core::CoreError::io("tempdir"))?;
+        let store = Store::open(dir.path())?;
+        let mut document = document();
+        document.graph.stages[0].base = Base::Image {
+            reference: "docker.io/library/nothing:latest".into(),
+        };
+        let error = plan(&document, &store, &PlanOptions::default()).err();
+        let message = error.as_ref().map(ToString::to_string).unwrap_or_default();
+        assert!(message.contains("nothing:latest"), "{message}");
+        assert_eq!(
+            error.map(|e| mb_core::Failure::exit_status(&e)),
+            Some(mb_core::ExitStatus::BadInput)
+        );
+        Ok(())
+    }
+}
