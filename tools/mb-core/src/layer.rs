@@ -467,12 +467,18 @@ pub fn unpack_tar(reader: impl Read, dest: &Path) -> Result<(), CoreError> {
             continue;
         }
         if entry.header().entry_type() == tar::EntryType::Directory {
-            directories.push(target.clone());
+            let mtime = entry.header().mtime().map_err(CoreError::io(&target))?;
+            directories.push((target.clone(), mtime));
         }
         entry.unpack(&target).map_err(CoreError::io(&target))?;
     }
-    // Directory times are set by unpack, but later entries inside them change them again.
-    drop(directories);
+    // Entries unpacked into a directory change its time again, so directory times are set last.
+    for (directory, mtime) in directories.iter().rev() {
+        let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(*mtime);
+        File::open(directory)
+            .and_then(|handle| handle.set_modified(time))
+            .map_err(CoreError::io(directory))?;
+    }
     Ok(())
 }
 
