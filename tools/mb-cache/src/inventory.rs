@@ -1,0 +1,224 @@
+//! Reading the whole store: results, sizes, and integrity.
+
+use std::fs;
+use std::io;
+use std::path::Path;
+
+use mb_core::store::StepOutput;
+use mb_core::{CoreError, Digest, Store};
+use serde::Serialize;
+
+/// One step result, as `mb-cache ls` shows it.
+#[derive(Debug, Serialize)]
+pub struct ResultEntry {
+    /// The cache key.
+    pub key: String,
+    /// The instruction that produced it.
+    pub created_by: String,
+    /// The layer blob.
+    pub layer: Digest,
+    /// The layer's size in bytes.
+    pub size: u64,
+    /// Seconds since it was built.
+    pub age_seconds: i64,
+    /// How long it took to build.
+    pub duration_ms: u64,
+}
+
+/// Every step result in the store, oldest first.
+pub fn list_results(store: &Store) -> Result<Vec<ResultEntry>, CoreError> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs() as i64);
+    let mut entries = Vec::new();
+    for (key, output) in read_results(store)? {
+        entries.push(ResultEntry {
+            key,
+            created_by: output.created_by,
+            layer: output.layer.digest,
+            size: output.layer.size,
+            age_seconds: now - output.created,
+            duration_ms: output.duration_ms,
+        });
+    }
+    entries.sort_by_key(|entry| std::cmp::Reverse(entry.age_seconds));
+    Ok(entries)
+}
+
+fn read_results(store: &Store) -> Result<Vec<(String, StepOutput)>, CoreError> {
+    let dir = store.root().join("results");
+    let mut results = Vec::new();
+    for entry in fs::read_dir(&dir).map_err(CoreError::io(&dir))? {
+        let path = entry.map_err(CoreError::io(&dir))?.path();
+        let Some(key) = path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .and_then(|name| name.strip_suffix(".json"))
+        else {
+            continue;
+        };
+        let bytes = fs::read(&path).map_err(CoreError::io(&path))?;
+        match serde_json::from_slice::<StepOutput>(&bytes) {
+            Ok(output) => results.push((key.to_string(), output)),
+            Err(error) => tracing::warn!("unreadable result {}: {error}", path.display()),
+        }
+    }
+    Ok(results)
+}
+
+/// Space used by each part of the store, in bytes.
+#[derive(Debug, Serialize)]
+pub struct DiskUsage {
+    /// Content blobs (layers, configs, manifests).
+    pub blobs: u64,
+    /// Unpacked layer snapshots.
+    pub snapshots: u64,
+    /// Step results.
+    pub results: u64,
+    /// Everything.
+    pub total: u64,
+}
+
+/// Measures the store.
+pub fn disk_usage(store: &Store) -> Result<DiskUsage, CoreError> {
+    let blobs = tree_size(&store.root().join("blobs"))?;
+    let snapshots = tree_size(&store.root().join("snapshots"))?;
+    let results = tree_size(&store.root().join("results"))?;
+    Ok(DiskUsage {
+        blobs,
+        snapshots,
+        results,
+        total: tree_size(store.root())?,
+    })
+}
+
+fn tree_size(path: &Path) -> Result<u64, CoreError> {
+    let metadata = match fs::symlink_metadata(path) {
+        Ok(metadata) => metadata,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(error) => return Err(CoreError::io(path)(error)),
+    };
+    if !metadata.is_dir() {
+        return Ok(metadata.len());
+    }
+    let mut total = 0;
+    for entry in fs::read_dir(path).map_err(CoreError::io(path))? {
+        total += tree_size(&entry.map_err(CoreError::io(path))?.path())?;
+    }
+    Ok(total)
+}
+
+/// What `verify` found.
+#[derive(Debug, Default, Serialize)]
+pub struct VerifyReport {
+    /// Blobs checked.
+    pub n_blobs: usize,
+    /// Blobs whose content does not match their name.
+    pub corrupt_blobs: Vec<String>,
+    /// Results whose layer blob is missing or corrupt.
+    pub dangling_results: Vec<String>,
+    /// Whether the broken entries were removed.
+    pub repaired: bool,
+}
+
+/// Re-hashes every blob; with `repair`, removes corrupt blobs and results that point at them.
+pub fn verify(store: &Store, repair: bool) -> Result<VerifyReport, CoreError> {
+    let mut report = VerifyReport {
+        repaired: repair,
+        ..VerifyReport::default()
+    };
+    let blob_dir = store.root().join("blobs").join("sha256");
+    for entry in fs::read_dir(&blob_dir).map_err(CoreError::io(&blob_dir))? {
+        let path = entry.map_err(CoreError::io(&blob_dir))?.path();
+        let name = path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .unwrap_or("");
+        report.n_blobs += 1;
+        let intact = match format!("sha256:{name}").parse::<Digest>() {
+            Ok(digest) => match store.read_blob(&digest) {
+                Ok(_) => true,
+                Err(CoreError::Io { source, .. })
+                    if source.kind() == io::ErrorKind::InvalidData =>
+                {
+                    false
+                }
+                Err(other) => return Err(other),
+            },
+            Err(_) => false,
+        };
+        if !intact {
+            report.corrupt_blobs.push(name.to_string());
+            if repair {
+                fs::remove_file(&path).map_err(CoreError::io(&path))?;
+            }
+        }
+    }
+    for (key, output) in read_results(store)? {
+        let layer = output.layer.digest;
+        if !store.has_blob(&layer) || report.corrupt_blobs.iter().any(|hex| hex == layer.hex()) {
+            report.dangling_results.push(key.clone());
+            if repair {
+                let path = store.root().join("results").join(format!("{key}.json"));
+                fs::remove_file(&path).map_err(CoreError::io(&path))?;
+            }
+        }
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mb_core::plan::LayerRef;
+
+    #[test]
+    fn verify_finds_and_repairs_a_corrupt_layer_and_its_result() -> Result<(), CoreError> {
+        let dir = tempfile::tempdir().map_err(CoreError::io("tempdir"))?;
+        let store = Store::open(dir.path())?;
+        let digest = store.put_blob(b"layer")?;
+        store.put_blob(b"config")?;
+        let output = StepOutput {
+            layer: LayerRef {
+                digest: digest.clone(),
+                diff_id: Digest::of(b"tar"),
+                size: 5,
+                media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
+            },
+            created_by: "RUN true".into(),
+            created: 0,
+            duration_ms: 3,
+        };
+        store.put_result("k1", &output)?;
+        assert!(verify(&store, false)?.corrupt_blobs.is_empty());
+        assert_eq!(list_results(&store)?.len(), 1);
+
+        fs::write(store.blob_path(&digest), b"rot").map_err(CoreError::io("blob"))?;
+        let report = verify(&store, false)?;
+        assert_eq!(report.corrupt_blobs, vec![digest.hex().to_string()]);
+        assert_eq!(report.dangling_results, vec!["k1".to_string()]);
+        assert!(
+            store.has_blob(&digest),
+            "without --repair nothing is removed"
+        );
+
+        verify(&store, true)?;
+        assert!(!store.has_blob(&digest));
+        assert_eq!(store.result("k1")?, None);
+        let clean = verify(&store, false)?;
+        assert!(clean.corrupt_blobs.is_empty() && clean.dangling_results.is_empty());
+        assert_eq!(clean.n_blobs, 1);
+        Ok(())
+    }
+
+    #[test]
+    fn disk_usage_counts_blobs() -> Result<(), CoreError> {
+        let dir = tempfile::tempdir().map_err(CoreError::io("tempdir"))?;
+        let store = Store::open(dir.path())?;
+        store.put_blob(&[7u8; 1000])?;
+        let usage = disk_usage(&store)?;
+        assert_eq!(usage.blobs, 1000);
+        assert!(usage.total >= usage.blobs);
+        Ok(())
+    }
+}
