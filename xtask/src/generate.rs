@@ -66,6 +66,15 @@ pub fn completions() -> Result<Generated, String> {
     Ok(files)
 }
 
+/// Writes the files, or with `check` only compares them.
+pub fn apply(root: &Path, files: &Generated, check: bool, command: &str) -> Result<(), String> {
+    if check {
+        self::check(root, files, command)
+    } else {
+        write(root, files)
+    }
+}
+
 /// Writes the files under `root`.
 pub fn write(root: &Path, files: &Generated) -> Result<(), String> {
     for (relative, bytes) in files {

@@ -2,9 +2,11 @@
 //!
 //! `man` and `completions` write files generated from the tools' clap definitions; with
 //! `--check` they write nothing and fail when a checked-in file differs, naming the command that
-//! refreshes it. A test runs the check, so stale files fail `cargo test`.
+//! refreshes it. A test runs the check, so stale files fail `cargo test`. `test` is the one
+//! command that sets up a machine and runs every check CI runs.
 
 mod generate;
+mod test;
 
 use std::process::ExitCode;
 
@@ -25,21 +27,19 @@ enum Task {
         #[arg(long)]
         check: bool,
     },
+    /// Install what the tests need (as root, with apt-get), then run fmt, clippy and all tests.
+    Test,
 }
 
 fn main() -> ExitCode {
     let root = generate::workspace_root();
-    let (files, check, command) = match Task::parse() {
-        Task::Man { check } => (generate::man_pages(), check, "cargo xtask man"),
-        Task::Completions { check } => (generate::completions(), check, "cargo xtask completions"),
+    let result = match Task::parse() {
+        Task::Man { check } => generate::man_pages()
+            .and_then(|files| generate::apply(&root, &files, check, "cargo xtask man")),
+        Task::Completions { check } => generate::completions()
+            .and_then(|files| generate::apply(&root, &files, check, "cargo xtask completions")),
+        Task::Test => test::run(&root),
     };
-    let result = files.and_then(|files| {
-        if check {
-            generate::check(&root, &files, command)
-        } else {
-            generate::write(&root, &files)
-        }
-    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {

@@ -1,0 +1,151 @@
+//! Building for real: a first build, a rebuild that runs nothing, a one-file change that reruns
+//! only what depends on it, multi-stage builds, and the image behaving as the Dockerfile says.
+
+use crate::harness::{can_run_containers, external, which, Sandbox};
+
+const APP: &str = "\
+FROM busybox
+WORKDIR /app
+COPY config.txt /app/
+RUN echo built > /app/built.txt && rm /bin/vi
+COPY src/ /app/src/
+RUN cat /app/src/main.txt > /app/out.txt
+CMD [\"cat\", \"/app/out.txt\"]
+";
+
+fn app_sandbox() -> Sandbox {
+    let sandbox = Sandbox::new();
+    sandbox.import_busybox();
+    sandbox
+        .write("Dockerfile", APP)
+        .write("config.txt", "answer=42\n")
+        .write("src/main.txt", "hello from main\n")
+        .write("src/util.txt", "util\n");
+    sandbox
+}
+
+#[test]
+fn rebuild_with_nothing_changed_runs_no_step() {
+    if !can_run_containers("rebuild_with_nothing_changed_runs_no_step") {
+        return;
+    }
+    let sandbox = app_sandbox();
+    let first = sandbox.build(&[]);
+    assert_eq!(first.outcomes(), ["ran", "ran", "ran", "ran", "ran"]);
+    assert_eq!(first.result["result"]["n_ran"], 5);
+
+    let second = sandbox.build(&[]);
+    assert_eq!(second.plan["plan"]["n_hit"], 5);
+    assert_eq!(second.plan["plan"]["n_miss"], 0);
+    assert_eq!(second.outcomes(), ["cached"; 5]);
+    assert_eq!(second.result["result"]["n_ran"], 0);
+    assert_eq!(first.manifest(), second.manifest());
+}
+
+#[test]
+fn changing_one_file_reruns_only_the_steps_that_depend_on_it() {
+    if !can_run_containers("changing_one_file_reruns_only_the_steps_that_depend_on_it") {
+        return;
+    }
+    let sandbox = app_sandbox();
+    let first = sandbox.build(&[]);
+    sandbox.write("src/main.txt", "changed\n");
+    let second = sandbox.build(&[]);
+    let statuses: Vec<_> = second.plan["plan"]["steps"]
+        .as_array()
+        .map(|steps| steps.iter().map(|step| step["status"].clone()).collect())
+        .unwrap_or_default();
+    assert_eq!(statuses, ["hit", "hit", "hit", "miss", "pending"]);
+    assert_eq!(second.outcomes(), ["cached", "cached", "cached", "ran", "ran"]);
+    assert_ne!(first.manifest(), second.manifest());
+}
+
+#[test]
+fn touching_a_file_without_changing_it_rebuilds_nothing() {
+    if !can_run_containers("touching_a_file_without_changing_it_rebuilds_nothing") {
+        return;
+    }
+    let sandbox = app_sandbox();
+    sandbox.build(&[]);
+    let main = sandbox.context().join("src/main.txt");
+    let status = std::process::Command::new("touch")
+        .arg("-d")
+        .arg("2001-01-01")
+        .arg(&main)
+        .status()
+        .map(|status| status.success());
+    assert_eq!(status.ok(), Some(true));
+    assert_eq!(sandbox.build(&[]).result["result"]["n_ran"], 0);
+}
+
+#[test]
+fn multi_stage_build_copies_from_an_earlier_stage_and_prunes_unused_ones() {
+    if !can_run_containers("multi_stage_build_copies_from_an_earlier_stage") {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    sandbox.import_busybox();
+    sandbox.write(
+        "Dockerfile",
+        "\
+FROM busybox AS build
+RUN mkdir -p /out && echo compiled > /out/app.bin
+
+FROM busybox AS unused
+RUN exit 1
+
+FROM scratch
+COPY --from=build /out/app.bin /app.bin
+COPY --from=0 /bin/busybox /bin/sh
+CMD [\"/bin/sh\", \"-c\", \"read line < /app.bin; echo $line\"]
+",
+    );
+    let build = sandbox.build(&[]);
+    let stage_names: Vec<_> = build.graph["graph"]["stages"]
+        .as_array()
+        .map(|stages| stages.iter().map(|stage| stage["index"].clone()).collect())
+        .unwrap_or_default();
+    assert_eq!(stage_names, [0, 2], "the unused stage is pruned");
+    assert_eq!(build.outcomes(), ["ran", "ran", "ran"]);
+    let output = run_image(&sandbox, &build.result, "multi:1");
+    assert_eq!(output.trim(), "compiled");
+}
+
+#[test]
+fn exported_image_runs_as_the_dockerfile_says() {
+    if !can_run_containers("exported_image_runs_as_the_dockerfile_says") {
+        return;
+    }
+    let sandbox = app_sandbox();
+    let build = sandbox.build(&[]);
+    let output = run_image(&sandbox, &build.result, "app:latest");
+    assert_eq!(output, "hello from main\n");
+    let rootfs = sandbox.path().join("bundle/rootfs");
+    assert!(rootfs.join("app/built.txt").exists());
+    assert!(rootfs.join("app/config.txt").exists());
+    assert!(rootfs.join("app/src/util.txt").exists());
+    assert!(!rootfs.join("bin/vi").exists(), "the deletion in RUN is a whiteout");
+    assert!(rootfs.join("bin/ls").exists());
+}
+
+/// Exports the image, unpacks it with umoci and runs its command with runc; returns stdout.
+fn run_image(sandbox: &Sandbox, result: &serde_json::Value, tag: &str) -> String {
+    let layout = sandbox.export(result, tag);
+    let image = format!("{}:{tag}", layout.display());
+    let bundle = sandbox.path().join("bundle");
+    let bundle_arg = bundle.to_string_lossy().into_owned();
+    if which("umoci").is_none() {
+        panic!("umoci is needed to unpack the image: apt-get install umoci");
+    }
+    external("umoci", &["unpack", "--image", &image, &bundle_arg]);
+    let config_path = bundle.join("config.json");
+    let mut config: serde_json::Value = std::fs::read(&config_path)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_else(|| panic!("umoci wrote no readable {}", config_path.display()));
+    config["process"]["terminal"] = serde_json::Value::Bool(false);
+    std::fs::write(&config_path, config.to_string())
+        .unwrap_or_else(|error| panic!("{}: {error}", config_path.display()));
+    let id = format!("mb-test-{}", std::process::id());
+    external("runc", &["run", "--bundle", &bundle_arg, &id])
+}
