@@ -1,1 +1,57 @@
-//! placeholder
+//! mb-exec: reads a `plan` document, runs the steps the store does not have (RUN in a runc
+//! container over overlayfs, COPY and WORKDIR by writing layers directly), records each under
+//! its cache key, assembles the target stage's image in the store and writes the `result`
+//! document.
+//!
+//! It is the only tool that needs root: overlay mounts and containers. Independent stages run
+//! in parallel (`--jobs`); the steps of one stage run in order.
+
+pub mod build;
+pub mod container;
+pub mod copy;
+pub mod error;
+pub mod mode;
+pub mod rootfs;
+pub mod schedule;
+pub mod users;
+
+use std::time::Instant;
+
+use mb_core::{Document, Kind};
+
+pub use error::ExecError;
+
+/// Executes a build plan: `mb-plan ... | mb-exec | mb-oci export ...`.
+#[derive(Debug, clap::Parser)]
+#[command(name = "mb-exec", version, about, long_about = None)]
+pub struct Cli {
+    /// Stages to build at once (default: the number of cores).
+    #[arg(short, long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub jobs: Option<u16>,
+    /// The OCI runtime to run RUN steps with: a name on PATH or a path.
+    #[arg(long, value_name = "PATH_OR_NAME", default_value = "runc")]
+    pub runtime: String,
+    /// Options every tool has.
+    #[command(flatten)]
+    pub common: mb_core::cli::CommonArgs,
+}
+
+/// Reads the plan from stdin, builds, and writes the result document to stdout.
+pub fn run(cli: Cli) -> Result<(), ExecError> {
+    let started = Instant::now();
+    let mut document = Document::read_stdin("mb-exec", &[Kind::Plan])?;
+    let store = cli.common.open_store()?;
+    let jobs = cli.jobs.map_or_else(
+        || std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+        usize::from,
+    );
+    let options = build::Options {
+        jobs,
+        runtime: cli.runtime,
+        chatty: cli.common.chatty(),
+    };
+    let result = build::execute(&store, &document, &options, started)?;
+    document.kind = Kind::Result;
+    document.result = Some(result);
+    Ok(document.write_stdout()?)
+}

@@ -1,0 +1,565 @@
+//! Executing a plan: stages in dependency order (in parallel where independent), each stage's
+//! steps in order, every step either taken from the store or executed and recorded under its
+//! cache key, and finally the target stage's image assembled in the store.
+//!
+//! A pending step's key is computed here, exactly as mb-plan computes keys: from the chain id of
+//! the layers below it and, for `COPY --from`, of the source stage's layers. When a rebuilt
+//! parent produced the same layer as before, that key is one the store already has, and the step
+//! is not run again (early cutoff).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use mb_core::image::{self, HistoryEntry, ImageParts};
+use mb_core::key::{chain_id, KeyMaterial, KEY_SCHEME};
+use mb_core::plan::{
+    Action, CopyInput, LayerRef, PlanSection, PlanStage, PlanStep, ResolvedBase, StepStatus,
+};
+use mb_core::result::{ResultSection, StepOutcome, StepResult};
+use mb_core::store::StepOutput;
+use mb_core::{Document, Store};
+
+use crate::container::{self, RunRequest};
+use crate::copy::{copy_from_context, copy_from_stage, make_workdir, CopyOptions, LayerTarget};
+use crate::error::ExecError;
+use crate::rootfs::RootView;
+use crate::schedule;
+
+/// How to execute.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// At most this many stages at once.
+    pub jobs: usize,
+    /// The OCI runtime, a name on PATH or a path.
+    pub runtime: String,
+    /// Whether to show command output and summaries on stderr.
+    pub chatty: bool,
+}
+
+/// A finished stage: its whole filesystem and history, base included.
+#[derive(Debug, Clone)]
+struct StageOutput {
+    layers: Vec<LayerRef>,
+    history: Vec<HistoryEntry>,
+}
+
+struct Build<'a> {
+    store: &'a Store,
+    document: &'a Document,
+    plan: &'a PlanSection,
+    options: &'a Options,
+    /// RFC 3339 time for the image and its new history entries.
+    created: String,
+    stage_outputs: Mutex<HashMap<usize, StageOutput>>,
+    step_results: Mutex<Vec<Option<StepResult>>>,
+}
+
+/// Executes the plan of `document` and returns the result section.
+pub fn execute(
+    store: &Store,
+    document: &Document,
+    options: &Options,
+    started: Instant,
+) -> Result<ResultSection, ExecError> {
+    let plan = document
+        .plan
+        .as_ref()
+        .ok_or_else(|| ExecError::BadPlan("the document has no plan section".to_string()))?;
+    let dependencies = stage_dependencies(plan)?;
+    check_steps(plan)?;
+    check_prerequisites(plan, &options.runtime)?;
+    let created = image::rfc3339(plan.source_date_epoch.unwrap_or_else(now_seconds));
+    let build = Build {
+        store,
+        document,
+        plan,
+        options,
+        created: created.clone(),
+        stage_outputs: Mutex::new(HashMap::new()),
+        step_results: Mutex::new(vec![None; plan.steps.len()]),
+    };
+    schedule::run_in_order(&dependencies, options.jobs, |position| {
+        build.build_stage(&plan.stages[position])
+    })?;
+    let target = plan
+        .stages
+        .last()
+        .ok_or_else(|| ExecError::BadPlan("the plan has no stages".to_string()))?;
+    let output = build.stage_output(target.index)?;
+    let image = image::assemble(
+        store,
+        ImageParts {
+            platform: &plan.platform,
+            config: &target.config,
+            history: output.history,
+            layers: &output.layers,
+            created: Some(created),
+            annotations: BTreeMap::new(),
+        },
+    )?;
+    let steps: Vec<StepResult> = build
+        .step_results
+        .into_inner()
+        .unwrap_or_else(PoisonError::into_inner)
+        .into_iter()
+        .flatten()
+        .collect();
+    let n_ran = steps
+        .iter()
+        .filter(|step| step.outcome == StepOutcome::Ran)
+        .count();
+    let result = ResultSection {
+        n_cached: steps.len() - n_ran,
+        n_ran,
+        steps,
+        image,
+        duration_ms: started.elapsed().as_millis() as u64,
+    };
+    if options.chatty {
+        eprintln!(
+            "mb-exec: {} ran, {} cached in {}; image {}",
+            plural(result.n_ran, "step"),
+            result.n_cached,
+            seconds(Duration::from_millis(result.duration_ms)),
+            result.image.manifest
+        );
+    }
+    Ok(result)
+}
+
+/// For each stage (by position), the positions of the stages it needs; all must come earlier.
+fn stage_dependencies(plan: &PlanSection) -> Result<Vec<Vec<usize>>, ExecError> {
+    let position_of: HashMap<usize, usize> = plan
+        .stages
+        .iter()
+        .enumerate()
+        .map(|(position, stage)| (stage.index, position))
+        .collect();
+    plan.stages
+        .iter()
+        .enumerate()
+        .map(|(position, stage)| {
+            let base = match stage.base {
+                ResolvedBase::Stage { index } => Some(index),
+                ResolvedBase::Scratch | ResolvedBase::Image { .. } => None,
+            };
+            base.into_iter()
+                .chain(stage.needs.iter().copied())
+                .map(|needed| match position_of.get(&needed) {
+                    Some(&needed_position) if needed_position < position => Ok(needed_position),
+                    _ => Err(ExecError::BadPlan(format!(
+                        "stage {} needs stage {needed}, which is not planned before it",
+                        stage.index
+                    ))),
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Every step must belong to exactly one stage, the one it names.
+fn check_steps(plan: &PlanSection) -> Result<(), ExecError> {
+    let mut n_listed = vec![0usize; plan.steps.len()];
+    for stage in &plan.stages {
+        for &step_index in &stage.steps {
+            let step = plan.steps.get(step_index).ok_or_else(|| {
+                ExecError::BadPlan(format!(
+                    "stage {} lists unknown step {step_index}",
+                    stage.index
+                ))
+            })?;
+            if step.stage != stage.index {
+                return Err(ExecError::BadPlan(format!(
+                    "step {step_index} is listed by stage {} but belongs to stage {}",
+                    stage.index, step.stage
+                )));
+            }
+            n_listed[step_index] += 1;
+        }
+    }
+    match n_listed.iter().position(|&count| count != 1) {
+        Some(step_index) => Err(ExecError::BadPlan(format!(
+            "step {step_index} is listed by {} stages instead of one",
+            n_listed[step_index]
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Fails early, before anything runs, when steps must execute but cannot.
+fn check_prerequisites(plan: &PlanSection, runtime: &str) -> Result<(), ExecError> {
+    let to_execute = || {
+        plan.steps
+            .iter()
+            .filter(|step| step.status != StepStatus::Hit)
+    };
+    if to_execute().next().is_none() {
+        return Ok(());
+    }
+    let uid = nix::unistd::geteuid();
+    if !uid.is_root() {
+        return Err(ExecError::NotRoot { uid: uid.as_raw() });
+    }
+    if to_execute().any(|step| matches!(step.action, Action::Run { .. })) {
+        container::find_runtime(runtime)?;
+    }
+    Ok(())
+}
+
+impl Build<'_> {
+    fn stage_output(&self, index: usize) -> Result<StageOutput, ExecError> {
+        self.stage_outputs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&index)
+            .cloned()
+            .ok_or_else(|| ExecError::BadPlan(format!("stage {index} has not been built")))
+    }
+
+    fn stage_label(&self, index: usize) -> String {
+        self.document
+            .graph
+            .stage(index)
+            .map_or_else(|| index.to_string(), |stage| stage.label())
+    }
+
+    fn build_stage(&self, stage: &PlanStage) -> Result<(), ExecError> {
+        let StageOutput {
+            mut layers,
+            mut history,
+        } = match &stage.base {
+            ResolvedBase::Scratch => StageOutput {
+                layers: Vec::new(),
+                history: Vec::new(),
+            },
+            ResolvedBase::Image {
+                manifest, layers, ..
+            } => StageOutput {
+                layers: layers.clone(),
+                history: image::load(self.store, manifest)?.1.history,
+            },
+            ResolvedBase::Stage { index } => self.stage_output(*index)?,
+        };
+        let label = self.stage_label(stage.index);
+        for (position, &step_index) in stage.steps.iter().enumerate() {
+            let step = &self.plan.steps[step_index];
+            let prefix = format!("[{label} {}/{}] ", position + 1, stage.steps.len());
+            let result =
+                self.build_step(step, &layers, &prefix)
+                    .map_err(|source| ExecError::Step {
+                        location: step.location.to_string(),
+                        instruction: step.display.clone(),
+                        source: Box::new(source),
+                    })?;
+            layers.push(result.layer.clone());
+            self.step_results
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)[step_index] = Some(result);
+        }
+        history.extend(stage.history.iter().map(|entry| HistoryEntry {
+            created: entry.created.clone().or_else(|| Some(self.created.clone())),
+            ..entry.clone()
+        }));
+        self.stage_outputs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(stage.index, StageOutput { layers, history });
+        Ok(())
+    }
+
+    fn build_step(
+        &self,
+        step: &PlanStep,
+        layers: &[LayerRef],
+        prefix: &str,
+    ) -> Result<StepResult, ExecError> {
+        let missing =
+            |what: &str| ExecError::BadPlan(format!("step {} is a hit without {what}", step.index));
+        if step.status == StepStatus::Hit {
+            let layer = step.layer.clone().ok_or_else(|| missing("a layer"))?;
+            let key = step.key.clone().ok_or_else(|| missing("a key"))?;
+            return Ok(self.finished(
+                step,
+                key,
+                layer,
+                StepOutcome::Cached,
+                Duration::ZERO,
+                prefix,
+            ));
+        }
+        let key = match &step.key {
+            Some(key) => key.clone(),
+            None => self.key_for(step, layers)?,
+        };
+        if step.status == StepStatus::Pending {
+            if let Some(output) = self.store.result(&key)? {
+                return Ok(self.finished(
+                    step,
+                    key,
+                    output.layer,
+                    StepOutcome::CutOff,
+                    Duration::ZERO,
+                    prefix,
+                ));
+            }
+        }
+        let started = Instant::now();
+        let layer = self.execute_step(step, layers, prefix)?;
+        let duration = started.elapsed();
+        self.store.put_result(
+            &key,
+            &StepOutput {
+                layer: layer.clone(),
+                created_by: step.display.clone(),
+                created: now_seconds(),
+                duration_ms: duration.as_millis() as u64,
+            },
+        )?;
+        Ok(self.finished(step, key, layer, StepOutcome::Ran, duration, prefix))
+    }
+
+    /// The key mb-plan would have computed had it known the step's inputs.
+    fn key_for(&self, step: &PlanStep, layers: &[LayerRef]) -> Result<String, ExecError> {
+        let parent = chain_id(layers.iter().map(|layer| &layer.diff_id));
+        let inputs = match &step.action {
+            Action::Copy {
+                input: CopyInput::Stage { index },
+                ..
+            } => {
+                let source = self.stage_output(*index)?;
+                vec![chain_id(source.layers.iter().map(|layer| &layer.diff_id))]
+            }
+            _ => Vec::new(),
+        };
+        Ok(KeyMaterial {
+            scheme: KEY_SCHEME,
+            platform: &self.plan.platform,
+            source_date_epoch: self.plan.source_date_epoch,
+            parent: &parent,
+            inputs: &inputs,
+            action: &step.action,
+        }
+        .key())
+    }
+
+    fn execute_step(
+        &self,
+        step: &PlanStep,
+        layers: &[LayerRef],
+        prefix: &str,
+    ) -> Result<LayerRef, ExecError> {
+        let source_date_epoch = self.plan.source_date_epoch;
+        match &step.action {
+            Action::Run {
+                argv,
+                env,
+                cwd,
+                user,
+                network,
+            } => container::run(
+                self.store,
+                &self.options.runtime,
+                layers,
+                &RunRequest {
+                    argv,
+                    env,
+                    cwd,
+                    user,
+                    network,
+                    container_id: format!("memobuild-{}-{}", std::process::id(), step.index),
+                    prefix,
+                    show_output: self.options.chatty,
+                    source_date_epoch,
+                },
+            ),
+            Action::Copy {
+                input,
+                sources,
+                destination,
+                chown,
+                chmod,
+            } => {
+                let parent = RootView::open(self.store, layers)?;
+                let target = LayerTarget {
+                    store: self.store,
+                    parent: &parent,
+                    source_date_epoch,
+                };
+                let options = CopyOptions {
+                    destination,
+                    chown: chown.as_deref(),
+                    chmod: chmod.as_deref(),
+                };
+                match input {
+                    CopyInput::Context { digest } => {
+                        let context = self.document.context.as_ref().ok_or_else(|| {
+                            ExecError::BadPlan(
+                                "COPY from the context, but the document has no context section (run mb-hash before mb-plan)"
+                                    .to_string(),
+                            )
+                        })?;
+                        let selection = context
+                            .selection(step.stage, step.instruction)
+                            .filter(|selection| &selection.digest == digest)
+                            .ok_or_else(|| {
+                                ExecError::BadPlan(format!(
+                                    "the context section has no selection with digest {digest} for this COPY (run mb-hash and mb-plan again)"
+                                ))
+                            })?;
+                        copy_from_context(&target, Path::new(&context.root), selection, &options)
+                    }
+                    CopyInput::Stage { index } => {
+                        let source_layers = self.stage_output(*index)?.layers;
+                        let source = RootView::open(self.store, &source_layers)?;
+                        copy_from_stage(
+                            &target,
+                            &source,
+                            &self.stage_label(*index),
+                            sources,
+                            &options,
+                        )
+                    }
+                }
+            }
+            Action::Workdir { path, user } => {
+                let parent = RootView::open(self.store, layers)?;
+                let target = LayerTarget {
+                    store: self.store,
+                    parent: &parent,
+                    source_date_epoch,
+                };
+                make_workdir(&target, path, user)
+            }
+        }
+    }
+
+    /// Reports a finished step on stderr and makes its result.
+    fn finished(
+        &self,
+        step: &PlanStep,
+        key: String,
+        layer: LayerRef,
+        outcome: StepOutcome,
+        duration: Duration,
+        prefix: &str,
+    ) -> StepResult {
+        if self.options.chatty {
+            let how = match outcome {
+                StepOutcome::Cached => "cached".to_string(),
+                StepOutcome::CutOff => "cached (its inputs came out as before)".to_string(),
+                StepOutcome::Ran => format!("ran in {}", seconds(duration)),
+            };
+            eprintln!(
+                "{prefix}{}: {how}, layer {}",
+                step.display,
+                bytes(layer.size)
+            );
+        }
+        StepResult {
+            step: step.index,
+            key,
+            outcome,
+            layer,
+            duration_ms: duration.as_millis() as u64,
+        }
+    }
+}
+
+fn now_seconds() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs() as i64)
+}
+
+fn seconds(duration: Duration) -> String {
+    format!("{:.1}s", duration.as_secs_f64())
+}
+
+fn plural(count: usize, noun: &str) -> String {
+    if count == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{count} {noun}s")
+    }
+}
+
+/// A size for people: bytes, KiB, MiB or GiB with one decimal.
+fn bytes(n_bytes: u64) -> String {
+    const UNITS: [&str; 3] = ["KiB", "MiB", "GiB"];
+    if n_bytes < 1024 {
+        return format!("{n_bytes} B");
+    }
+    let mut value = n_bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mb_core::graph::Platform;
+    use mb_core::image::ImageConfig;
+
+    fn stage(index: usize, base: ResolvedBase, needs: Vec<usize>) -> PlanStage {
+        PlanStage {
+            index,
+            name: None,
+            base,
+            steps: Vec::new(),
+            needs,
+            config: ImageConfig::default(),
+            history: Vec::new(),
+        }
+    }
+
+    fn plan(stages: Vec<PlanStage>) -> PlanSection {
+        PlanSection {
+            platform: Platform::host(),
+            source_date_epoch: None,
+            stages,
+            steps: Vec::new(),
+            n_hit: 0,
+            n_miss: 0,
+            n_pending: 0,
+        }
+    }
+
+    #[test]
+    fn dependencies_come_from_base_stages_and_copy_sources() -> Result<(), ExecError> {
+        let plan = plan(vec![
+            stage(0, ResolvedBase::Scratch, vec![]),
+            stage(2, ResolvedBase::Scratch, vec![]),
+            stage(3, ResolvedBase::Stage { index: 0 }, vec![2]),
+        ]);
+        assert_eq!(stage_dependencies(&plan)?, vec![vec![], vec![], vec![0, 1]]);
+        Ok(())
+    }
+
+    #[test]
+    fn a_stage_needing_a_later_or_unknown_stage_is_rejected() {
+        let later = plan(vec![
+            stage(0, ResolvedBase::Stage { index: 1 }, vec![]),
+            stage(1, ResolvedBase::Scratch, vec![]),
+        ]);
+        assert!(stage_dependencies(&later).is_err());
+        let unknown = plan(vec![stage(0, ResolvedBase::Scratch, vec![7])]);
+        let message = stage_dependencies(&unknown)
+            .err()
+            .map(|error| error.to_string())
+            .unwrap_or_default();
+        assert!(message.contains("needs stage 7"), "{message}");
+    }
+
+    #[test]
+    fn sizes_read_well() {
+        assert_eq!(bytes(12), "12 B");
+        assert_eq!(bytes(1536), "1.5 KiB");
+        assert_eq!(bytes(3 * 1024 * 1024), "3.0 MiB");
+    }
+}

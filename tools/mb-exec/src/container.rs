@@ -1,0 +1,483 @@
+//! RUN: the step's filesystem as an overlayfs mount (the parent's snapshots as lower dirs, a
+//! fresh upper dir), an OCI bundle whose config.json is built with oci-spec, the runtime (runc)
+//! run in the foreground with its output streamed line by line, and the upper dir turned into
+//! the new layer, then kept as that layer's snapshot so it is never unpacked again.
+//!
+//! Mount points the runtime creates for /proc, /dev, /sys and the bound /etc files are not the
+//! command's doing: those that did not exist before the run and are still empty afterwards are
+//! removed from the upper dir (with parents created only for them) before the layer is written.
+
+use std::collections::VecDeque;
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use mb_core::layer::{write_tree, Compression, LayerWriter, TreeOptions};
+use mb_core::plan::LayerRef;
+use mb_core::Store;
+use oci_spec::runtime::{
+    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxDevice, LinuxDeviceBuilder,
+    LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxNamespaceBuilder, LinuxNamespaceType,
+    LinuxResourcesBuilder, Mount, MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder,
+    UserBuilder,
+};
+
+use crate::error::ExecError;
+use crate::rootfs::{adopt_snapshot, lower_dirs, parent_of, resolve_in_root, OverlayMount, Upper};
+use crate::users::{Accounts, Identity};
+
+/// How many lines of a failed command's output its error message repeats.
+const TAIL_LINES: usize = 20;
+
+/// The hostname build containers get, as docker build gives a fixed one.
+const HOSTNAME: &str = "memobuild";
+
+/// Host files bound read-only into containers that share the host network, for name lookups.
+const HOST_NETWORK_FILES: [&str; 2] = ["/etc/resolv.conf", "/etc/hosts"];
+
+/// A RUN instruction, resolved.
+pub struct RunRequest<'a> {
+    /// Argument vector.
+    pub argv: &'a [String],
+    /// `NAME=value`.
+    pub env: &'a [String],
+    /// Working directory.
+    pub cwd: &'a str,
+    /// `user[:group]`, empty for root.
+    pub user: &'a str,
+    /// `default`, `none` or `host`.
+    pub network: &'a str,
+    /// A name unique among concurrent containers of this machine.
+    pub container_id: String,
+    /// Put before every line of output, like `[build 2/5] `.
+    pub prefix: &'a str,
+    /// Whether to show the output as it comes.
+    pub show_output: bool,
+    /// Clamps file times in the new layer.
+    pub source_date_epoch: Option<i64>,
+}
+
+/// Runs `request` on top of `parent_layers` with `runtime` and returns the layer it produced.
+pub fn run(
+    store: &Store,
+    runtime: &str,
+    parent_layers: &[LayerRef],
+    request: &RunRequest<'_>,
+) -> Result<LayerRef, ExecError> {
+    let scratch = store.temp_dir("run-")?;
+    let upper = scratch.path().join("upper");
+    let work = scratch.path().join("work");
+    let bundle = scratch.path().join("bundle");
+    let rootfs = bundle.join("rootfs");
+    for directory in [&upper, &work, &rootfs] {
+        fs::create_dir_all(directory).map_err(ExecError::io(directory))?;
+    }
+    let mut lowers = lower_dirs(store, parent_layers)?;
+    if lowers.is_empty() {
+        let empty = scratch.path().join("empty");
+        fs::create_dir(&empty).map_err(ExecError::io(&empty))?;
+        lowers.push(empty);
+    }
+    let mount = OverlayMount::mount(
+        &rootfs,
+        &lowers,
+        Some(Upper {
+            upper: &upper,
+            work: &work,
+        }),
+    )?;
+    let identity = Accounts::read(&rootfs)?.resolve(request.user)?;
+    let share_host_network = request.network != "none";
+    let bound_files: Vec<&str> = if share_host_network {
+        HOST_NETWORK_FILES
+            .into_iter()
+            .filter(|path| Path::new(path).is_file())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let mount_points: Vec<String> = ["/proc", "/dev", "/sys"]
+        .into_iter()
+        .chain(bound_files.iter().copied())
+        .map(str::to_string)
+        .collect();
+    let missing_before = missing_paths(&rootfs, &mount_points)?;
+    let config = bundle.join("config.json");
+    container_spec(request, &identity, &bound_files)
+        .and_then(|spec| spec.save(&config))
+        .map_err(|source| ExecError::Spec {
+            path: config.clone(),
+            source,
+        })?;
+    let outcome = run_runtime(runtime, &bundle, request);
+    mount.unmount()?;
+    outcome?;
+    remove_mount_points(&upper, &missing_before)?;
+    let mut writer = LayerWriter::new(store, Compression::Gzip)?;
+    write_tree(
+        &mut writer,
+        &upper,
+        TreeOptions {
+            clamp_mtime: request.source_date_epoch.map(|epoch| epoch.max(0) as u64),
+            overlay_whiteouts: true,
+        },
+    )?;
+    let layer = writer.finish()?;
+    adopt_snapshot(&upper, &store.snapshot_path(&layer.diff_id))?;
+    Ok(layer)
+}
+
+/// The mount points missing from the rootfs, with their ancestors up to the first that exists.
+fn missing_paths(rootfs: &Path, mount_points: &[String]) -> Result<Vec<String>, ExecError> {
+    let mut created = Vec::new();
+    for mount_point in mount_points {
+        let mut current = mount_point.trim_start_matches('/');
+        while !current.is_empty() {
+            let parent = resolve_in_root(rootfs, parent_of(current))?;
+            let name = current.rsplit('/').next().unwrap_or(current);
+            if fs::symlink_metadata(parent.join(name)).is_ok() {
+                break;
+            }
+            if !created.iter().any(|path: &String| path == current) {
+                created.push(current.to_string());
+            }
+            current = parent_of(current);
+        }
+    }
+    // Deepest first, so that a parent is looked at after its children are gone.
+    created.sort_by_key(|path| std::cmp::Reverse(path.matches('/').count()));
+    Ok(created)
+}
+
+/// Removes from `upper` the mount points in `created_for_mounting` that are still empty.
+fn remove_mount_points(upper: &Path, created_for_mounting: &[String]) -> Result<(), ExecError> {
+    for relative in created_for_mounting {
+        let path = upper.join(relative);
+        let Ok(metadata) = fs::symlink_metadata(&path) else {
+            continue;
+        };
+        let empty = if metadata.is_dir() {
+            fs::read_dir(&path)
+                .map_err(ExecError::io(&path))?
+                .next()
+                .is_none()
+        } else {
+            metadata.is_file() && metadata.len() == 0
+        };
+        if empty {
+            let removed = if metadata.is_dir() {
+                fs::remove_dir(&path)
+            } else {
+                fs::remove_file(&path)
+            };
+            removed.map_err(ExecError::io(&path))?;
+        }
+    }
+    Ok(())
+}
+
+/// Docker's default capability set for build containers.
+const CAPABILITIES: [Capability; 14] = [
+    Capability::Chown,
+    Capability::DacOverride,
+    Capability::Fsetid,
+    Capability::Fowner,
+    Capability::Mknod,
+    Capability::NetRaw,
+    Capability::Setgid,
+    Capability::Setuid,
+    Capability::Setfcap,
+    Capability::Setpcap,
+    Capability::NetBindService,
+    Capability::SysChroot,
+    Capability::Kill,
+    Capability::AuditWrite,
+];
+
+/// The OCI runtime config: `runc spec`'s defaults with the step's process, Docker's
+/// capabilities, a writable rootfs, and the host network unless `--network=none`.
+pub fn container_spec(
+    request: &RunRequest<'_>,
+    identity: &Identity,
+    bound_files: &[&str],
+) -> Result<Spec, oci_spec::OciSpecError> {
+    let capabilities = CAPABILITIES
+        .into_iter()
+        .collect::<oci_spec::runtime::Capabilities>();
+    let mut user = UserBuilder::default().uid(identity.uid).gid(identity.gid);
+    if !identity.additional_gids.is_empty() {
+        user = user.additional_gids(identity.additional_gids.clone());
+    }
+    let process = ProcessBuilder::default()
+        .terminal(false)
+        .args(request.argv.to_vec())
+        .env(request.env.to_vec())
+        .cwd(request.cwd)
+        .user(user.build()?)
+        .capabilities(
+            LinuxCapabilitiesBuilder::default()
+                .bounding(capabilities.clone())
+                .effective(capabilities.clone())
+                .permitted(capabilities)
+                .build()?,
+        )
+        .no_new_privileges(true)
+        .build()?;
+    let mut namespaces = vec![
+        LinuxNamespaceType::Mount,
+        LinuxNamespaceType::Pid,
+        LinuxNamespaceType::Ipc,
+        LinuxNamespaceType::Uts,
+    ];
+    if request.network == "none" {
+        namespaces.push(LinuxNamespaceType::Network);
+    }
+    let namespaces = namespaces
+        .into_iter()
+        .map(|kind| LinuxNamespaceBuilder::default().typ(kind).build())
+        .collect::<Result<Vec<_>, _>>()?;
+    let devices = [
+        ("/dev/null", 1, 3),
+        ("/dev/zero", 1, 5),
+        ("/dev/full", 1, 7),
+        ("/dev/random", 1, 8),
+        ("/dev/urandom", 1, 9),
+        ("/dev/tty", 5, 0),
+    ]
+    .into_iter()
+    .map(|(path, major, minor)| {
+        LinuxDeviceBuilder::default()
+            .path(path)
+            .typ(LinuxDeviceType::C)
+            .major(major)
+            .minor(minor)
+            .file_mode(0o666u32)
+            .uid(0u32)
+            .gid(0u32)
+            .build()
+    })
+    .collect::<Result<Vec<LinuxDevice>, _>>()?;
+    let linux = LinuxBuilder::default()
+        .namespaces(namespaces)
+        .devices(devices)
+        .resources(
+            LinuxResourcesBuilder::default()
+                .devices(vec![LinuxDeviceCgroupBuilder::default()
+                    .allow(false)
+                    .access("rwm")
+                    .build()?])
+                .build()?,
+        )
+        .masked_paths(oci_spec::runtime::get_default_maskedpaths())
+        .readonly_paths(oci_spec::runtime::get_default_readonly_paths())
+        .build()?;
+    let mut mounts: Vec<Mount> = oci_spec::runtime::get_default_mounts()
+        .into_iter()
+        .filter(|mount| mount.destination() != Path::new("/sys/fs/cgroup"))
+        .collect();
+    for file in bound_files {
+        mounts.push(
+            MountBuilder::default()
+                .destination(file)
+                .typ("bind")
+                .source(file)
+                .options(vec![
+                    "rbind".to_string(),
+                    "ro".to_string(),
+                    "nosuid".to_string(),
+                    "nodev".to_string(),
+                ])
+                .build()?,
+        );
+    }
+    SpecBuilder::default()
+        .version("1.0.2-dev")
+        .process(process)
+        .root(
+            RootBuilder::default()
+                .path("rootfs")
+                .readonly(false)
+                .build()?,
+        )
+        .hostname(HOSTNAME)
+        .mounts(mounts)
+        .linux(linux)
+        .build()
+}
+
+/// Runs the container in the foreground, streaming its merged stdout and stderr.
+fn run_runtime(runtime: &str, bundle: &Path, request: &RunRequest<'_>) -> Result<(), ExecError> {
+    let (reader, writer) =
+        nix::unistd::pipe().map_err(|errno| ExecError::io("<pipe>")(errno.into()))?;
+    let writer_for_stderr = writer.try_clone().map_err(ExecError::io("<pipe>"))?;
+    let spawned = Command::new(runtime)
+        .arg("run")
+        .arg("--bundle")
+        .arg(bundle)
+        .arg(&request.container_id)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(writer))
+        .stderr(Stdio::from(writer_for_stderr))
+        .spawn();
+    // The Command (and with it our copies of the pipe's write end) is gone by now, so reading
+    // ends when the container's processes close theirs.
+    let mut child = spawned.map_err(|source| ExecError::RuntimeSpawn {
+        runtime: runtime.to_string(),
+        source,
+    })?;
+    let mut tail: VecDeque<String> = VecDeque::with_capacity(TAIL_LINES);
+    let mut lines = BufReader::new(fs::File::from(reader));
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match lines.read_until(b'\n', &mut line) {
+            Ok(0) => break,
+            Ok(_) => {
+                let text = String::from_utf8_lossy(&line).trim_end().to_string();
+                if request.show_output {
+                    eprintln!("{}{text}", request.prefix);
+                }
+                if tail.len() == TAIL_LINES {
+                    tail.pop_front();
+                }
+                tail.push_back(text);
+            }
+            Err(error) => {
+                tracing::warn!(
+                    "cannot read the output of {}: {error}",
+                    request.container_id
+                );
+                break;
+            }
+        }
+    }
+    let status = child.wait().map_err(|source| ExecError::RuntimeSpawn {
+        runtime: runtime.to_string(),
+        source,
+    })?;
+    if status.success() {
+        return Ok(());
+    }
+    // `run` removes the container when it exits, but not when the runtime itself failed.
+    let _ = Command::new(runtime)
+        .args(["delete", "-f", &request.container_id])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    Err(ExecError::RunFailed {
+        command: quote_argv(request.argv),
+        status: exit_description(&status),
+        output: if tail.is_empty() {
+            String::new()
+        } else {
+            let lines: Vec<String> = tail.iter().map(|line| format!("  | {line}")).collect();
+            format!("; last lines of output:\n{}", lines.join("\n"))
+        },
+    })
+}
+
+fn exit_description(status: &std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("code {code}"),
+        (None, Some(signal)) => format!("signal {signal}"),
+        (None, None) => "an unknown status".to_string(),
+    }
+}
+
+/// The argument vector as JSON, which shows spaces and quotes unambiguously.
+fn quote_argv(argv: &[String]) -> String {
+    serde_json::to_string(argv).unwrap_or_else(|_| argv.join(" "))
+}
+
+/// Finds `runtime` as a path or on `$PATH`.
+pub fn find_runtime(runtime: &str) -> Result<PathBuf, ExecError> {
+    let missing = |where_looked: String| ExecError::RuntimeMissing {
+        runtime: runtime.to_string(),
+        where_looked,
+    };
+    if runtime.contains('/') {
+        let path = PathBuf::from(runtime);
+        return if path.is_file() {
+            Ok(path)
+        } else {
+            Err(missing(String::new()))
+        };
+    }
+    let search_path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&search_path)
+        .map(|directory| directory.join(runtime))
+        .find(|candidate| candidate.is_file())
+        .ok_or_else(|| missing(" on PATH".to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request<'a>(argv: &'a [String], network: &'a str) -> RunRequest<'a> {
+        RunRequest {
+            argv,
+            env: &[],
+            cwd: "/src",
+            user: "",
+            network,
+            container_id: "test".to_string(),
+            prefix: "",
+            show_output: false,
+            source_date_epoch: None,
+        }
+    }
+
+    #[test]
+    fn spec_runs_the_step_with_docker_defaults() -> Result<(), oci_spec::OciSpecError> {
+        let argv = vec!["/bin/sh".to_string(), "-c".to_string(), "true".to_string()];
+        let identity = Identity {
+            uid: 1000,
+            gid: 100,
+            additional_gids: vec![50],
+        };
+        let spec = container_spec(&request(&argv, "none"), &identity, &[])?;
+        let json = serde_json::to_value(&spec).map_err(oci_spec::OciSpecError::SerDe)?;
+        assert_eq!(json["process"]["args"][2], "true");
+        assert_eq!(json["process"]["cwd"], "/src");
+        assert_eq!(json["process"]["user"]["uid"], 1000);
+        assert_eq!(json["process"]["user"]["additionalGids"][0], 50);
+        assert_eq!(json["process"]["noNewPrivileges"], true);
+        assert_eq!(json["root"]["readonly"], false);
+        let bounding = json["process"]["capabilities"]["bounding"].to_string();
+        assert!(bounding.contains("CAP_MKNOD") && !bounding.contains("CAP_SYS_ADMIN"));
+        let namespaces = json["linux"]["namespaces"].to_string();
+        assert!(namespaces.contains("network"), "{namespaces}");
+
+        let spec = container_spec(&request(&argv, "default"), &identity, &["/etc/hosts"])?;
+        let json = serde_json::to_value(&spec).map_err(oci_spec::OciSpecError::SerDe)?;
+        assert!(!json["linux"]["namespaces"].to_string().contains("network"));
+        assert!(json["mounts"].to_string().contains("/etc/hosts"));
+        assert!(!json["mounts"].to_string().contains("cgroup"));
+        Ok(())
+    }
+
+    #[test]
+    fn only_empty_mount_points_that_were_created_are_removed() -> Result<(), ExecError> {
+        let dir = tempfile::tempdir().map_err(ExecError::io("tempdir"))?;
+        let rootfs = dir.path().join("rootfs");
+        fs::create_dir_all(rootfs.join("proc")).map_err(ExecError::io(&rootfs))?;
+        let mount_points = ["/proc", "/dev", "/etc/resolv.conf"].map(str::to_string);
+        let created = missing_paths(&rootfs, &mount_points)?;
+        assert_eq!(created, vec!["etc/resolv.conf", "dev", "etc"]);
+
+        let upper = dir.path().join("upper");
+        fs::create_dir_all(upper.join("dev")).map_err(ExecError::io(&upper))?;
+        fs::create_dir_all(upper.join("etc")).map_err(ExecError::io(&upper))?;
+        fs::write(upper.join("etc/resolv.conf"), b"").map_err(ExecError::io(&upper))?;
+        fs::write(upper.join("etc/made-by-the-command"), b"x").map_err(ExecError::io(&upper))?;
+        remove_mount_points(&upper, &created)?;
+        assert!(!upper.join("dev").exists());
+        assert!(!upper.join("etc/resolv.conf").exists());
+        assert!(upper.join("etc/made-by-the-command").exists());
+        Ok(())
+    }
+}

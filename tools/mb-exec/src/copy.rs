@@ -1,0 +1,639 @@
+//! The steps that need no container: COPY from the build context, COPY from another stage's
+//! filesystem, and WORKDIR. Each collects the entries of its layer by path and writes them in
+//! one pass.
+//!
+//! Directories that must exist for an entry (the destination's parents, WORKDIR's parents) are
+//! added only when the filesystem below does not have them, so an existing `/tmp` or `/usr`
+//! keeps its mode and owner instead of being reset by the layer.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use mb_core::context::{EntryKind, Selection};
+use mb_core::layer::{Compression, EntryMeta, LayerWriter};
+use mb_core::plan::LayerRef;
+use mb_core::Store;
+
+use crate::error::ExecError;
+use crate::mode::ModeChange;
+use crate::rootfs::{is_whiteout, parent_of, resolve_in_root, RootView};
+use crate::users::{needs_accounts, Accounts, Identity};
+
+/// Where a layer is written and what it goes on top of.
+pub struct LayerTarget<'a> {
+    /// The store the blob goes into.
+    pub store: &'a Store,
+    /// The filesystem below the new layer.
+    pub parent: &'a RootView,
+    /// Clamps file times and dates the directories the step creates.
+    pub source_date_epoch: Option<i64>,
+}
+
+/// A COPY's destination and flags.
+pub struct CopyOptions<'a> {
+    /// Absolute; a trailing `/` means "into this directory".
+    pub destination: &'a str,
+    /// `--chown`.
+    pub chown: Option<&'a str>,
+    /// `--chmod`.
+    pub chmod: Option<&'a str>,
+}
+
+impl LayerTarget<'_> {
+    fn clamp(&self) -> Option<u64> {
+        self.source_date_epoch.map(|epoch| epoch.max(0) as u64)
+    }
+
+    /// The time given to directories the step creates itself.
+    fn creation_time(&self) -> u64 {
+        self.clamp().unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |elapsed| elapsed.as_secs())
+        })
+    }
+
+    /// Resolves `user[:group]` through the parent filesystem's account files.
+    fn identity(&self, spec: &str) -> Result<Identity, ExecError> {
+        let accounts = if needs_accounts(spec) {
+            Accounts::read(self.parent.root())?
+        } else {
+            Accounts::default()
+        };
+        accounts.resolve(spec)
+    }
+}
+
+enum Content {
+    Dir,
+    File {
+        source: PathBuf,
+        size: u64,
+        blake3: Option<String>,
+    },
+    Symlink(PathBuf),
+    Special {
+        kind: tar::EntryType,
+        device: (u32, u32),
+    },
+}
+
+struct Planned {
+    meta: EntryMeta,
+    content: Content,
+}
+
+/// The entries of a layer being assembled, by path relative to the root.
+#[derive(Default)]
+struct LayerPlan {
+    entries: BTreeMap<String, Planned>,
+}
+
+impl LayerPlan {
+    fn add(&mut self, path: String, meta: EntryMeta, content: Content) {
+        if !path.is_empty() {
+            self.entries.insert(path, Planned { meta, content });
+        }
+    }
+
+    /// Adds `path` and its ancestors as directories, where neither this layer nor `view` has them.
+    fn add_missing_dirs(&mut self, view: &RootView, path: &str, meta: EntryMeta) {
+        let mut current = path;
+        while !current.is_empty() {
+            if !self.entries.contains_key(current) && !view.exists(current) {
+                self.add(current.to_string(), meta, Content::Dir);
+            }
+            current = parent_of(current);
+        }
+    }
+
+    fn write(self, store: &Store) -> Result<LayerRef, ExecError> {
+        let mut writer = LayerWriter::new(store, Compression::Gzip)?;
+        for (path, planned) in self.entries {
+            match planned.content {
+                Content::Dir => writer.dir(&path, planned.meta)?,
+                Content::Symlink(target) => writer.symlink(&path, &target, planned.meta)?,
+                Content::Special { kind, device } => {
+                    writer.special(&path, kind, planned.meta, device)?
+                }
+                Content::File {
+                    source,
+                    size,
+                    blake3,
+                } => {
+                    let file = File::open(&source).map_err(ExecError::io(&source))?;
+                    let mut reader = CheckingReader {
+                        inner: file,
+                        hasher: blake3::Hasher::new(),
+                        n_bytes: 0,
+                    };
+                    writer.file(&path, planned.meta, size, &mut reader)?;
+                    let digest_differs = blake3.is_some_and(|expected| {
+                        reader.hasher.finalize().to_hex().as_str() != expected
+                    });
+                    if reader.n_bytes != size || digest_differs {
+                        return Err(ExecError::ContextChanged(source));
+                    }
+                }
+            }
+        }
+        Ok(writer.finish()?)
+    }
+}
+
+/// Hashes and counts what the layer writer reads, so a file that changed between being
+/// fingerprinted and being copied is caught in the same pass.
+struct CheckingReader {
+    inner: File,
+    hasher: blake3::Hasher,
+    n_bytes: u64,
+}
+
+impl Read for CheckingReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n_read = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n_read]);
+        self.n_bytes += n_read as u64;
+        Ok(n_read)
+    }
+}
+
+/// `destination` as a path relative to the root, without `.` parts or slashes at either end.
+pub fn relative_destination(destination: &str) -> String {
+    destination
+        .split('/')
+        .filter(|part| !part.is_empty() && *part != ".")
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// Where an entry named `name` (relative to the destination; empty for the destination
+/// itself) lands, relative to the root.
+pub fn target_path(destination: &str, name: &str) -> String {
+    let destination = relative_destination(destination);
+    let name = relative_destination(name);
+    match (destination.is_empty(), name.is_empty()) {
+        (_, true) => destination,
+        (true, false) => name,
+        (false, false) => format!("{destination}/{name}"),
+    }
+}
+
+struct Ownership {
+    identity: Option<Identity>,
+    mode_change: Option<ModeChange>,
+}
+
+impl Ownership {
+    fn new(target: &LayerTarget<'_>, options: &CopyOptions<'_>) -> Result<Ownership, ExecError> {
+        Ok(Ownership {
+            identity: options
+                .chown
+                .map(|spec| target.identity(spec))
+                .transpose()?,
+            mode_change: options.chmod.map(ModeChange::parse).transpose()?,
+        })
+    }
+
+    /// `meta` with the owner replaced by `--chown` and the mode changed by `--chmod`.
+    fn apply(&self, mut meta: EntryMeta, is_dir: bool, is_symlink: bool) -> EntryMeta {
+        if let Some(identity) = &self.identity {
+            meta.uid = u64::from(identity.uid);
+            meta.gid = u64::from(identity.gid);
+        }
+        if let (Some(change), false) = (&self.mode_change, is_symlink) {
+            meta.mode = change.apply(meta.mode, is_dir);
+        }
+        meta
+    }
+
+    fn owner(&self) -> (u64, u64) {
+        self.identity.as_ref().map_or((0, 0), |identity| {
+            (u64::from(identity.uid), u64::from(identity.gid))
+        })
+    }
+}
+
+/// COPY from the build context: exactly the entries mb-hash selected and fingerprinted, owned by
+/// root unless `--chown`, each file checked against its BLAKE3 digest as it is copied.
+pub fn copy_from_context(
+    target: &LayerTarget<'_>,
+    context_root: &Path,
+    selection: &Selection,
+    options: &CopyOptions<'_>,
+) -> Result<LayerRef, ExecError> {
+    let ownership = Ownership::new(target, options)?;
+    let (uid, gid) = ownership.owner();
+    let created = target.creation_time();
+    let dir_meta = |uid, gid| EntryMeta {
+        mode: 0o755,
+        uid,
+        gid,
+        mtime: created,
+    };
+    let mut plan = LayerPlan::default();
+    let destination = relative_destination(options.destination);
+    let single_file = matches!(selection.entries.as_slice(), [only] if only.name.is_empty() && only.kind != EntryKind::Dir);
+    plan.add_missing_dirs(target.parent, parent_of(&destination), dir_meta(0, 0));
+    if !single_file {
+        plan.add_missing_dirs(target.parent, &destination, dir_meta(uid, gid));
+    }
+    for entry in &selection.entries {
+        let path = target_path(options.destination, &entry.name);
+        let source = context_root.join(&entry.source);
+        let metadata = fs::symlink_metadata(&source).map_err(|error| match error.kind() {
+            io::ErrorKind::NotFound => ExecError::ContextChanged(source.clone()),
+            _ => ExecError::io(&source)(error),
+        })?;
+        let on_disk = EntryMeta::from_metadata(&metadata, target.clamp());
+        let meta = EntryMeta {
+            mode: entry.mode,
+            uid: 0,
+            gid: 0,
+            ..on_disk
+        };
+        plan.add_missing_dirs(target.parent, parent_of(&path), dir_meta(uid, gid));
+        let content = match entry.kind {
+            EntryKind::Dir if metadata.is_dir() => Content::Dir,
+            EntryKind::File if metadata.is_file() && metadata.len() == entry.size => {
+                Content::File {
+                    source: source.clone(),
+                    size: entry.size,
+                    blake3: entry.digest.clone(),
+                }
+            }
+            EntryKind::Symlink if metadata.file_type().is_symlink() => {
+                let link = fs::read_link(&source).map_err(ExecError::io(&source))?;
+                let recorded = entry.target.as_deref().map(Path::new);
+                if recorded.is_some_and(|recorded| recorded != link) {
+                    return Err(ExecError::ContextChanged(source));
+                }
+                Content::Symlink(link)
+            }
+            _ => return Err(ExecError::ContextChanged(source)),
+        };
+        let meta = ownership.apply(
+            meta,
+            entry.kind == EntryKind::Dir,
+            entry.kind == EntryKind::Symlink,
+        );
+        let meta = if entry.kind == EntryKind::Symlink {
+            EntryMeta {
+                mode: 0o777,
+                ..meta
+            }
+        } else {
+            meta
+        };
+        plan.add(path, meta, content);
+    }
+    plan.write(target.store)
+}
+
+/// One source of a `COPY --from` after wildcard expansion.
+struct Match {
+    /// The name it was matched by (before symlinks are followed).
+    name: String,
+    /// Where its content is, symlinks resolved inside the source root.
+    path: PathBuf,
+    metadata: fs::Metadata,
+}
+
+/// COPY --from another stage: files keep owner, mode and time (clamped) unless `--chown` or
+/// `--chmod`; a directory source copies its contents; `*` and `?` in the last component of a
+/// source match names in its directory.
+pub fn copy_from_stage(
+    target: &LayerTarget<'_>,
+    source_root: &RootView,
+    stage_label: &str,
+    sources: &[String],
+    options: &CopyOptions<'_>,
+) -> Result<LayerRef, ExecError> {
+    let ownership = Ownership::new(target, options)?;
+    let mut matches = Vec::new();
+    for source in sources {
+        matches.extend(expand_source(source_root.root(), source, stage_label)?);
+    }
+    let whole_dir = options.destination.ends_with('/')
+        || matches.len() > 1
+        || matches.first().is_some_and(|found| found.metadata.is_dir());
+    let destination = relative_destination(options.destination);
+    let root_dir = EntryMeta {
+        mode: 0o755,
+        uid: 0,
+        gid: 0,
+        mtime: target.creation_time(),
+    };
+    let mut plan = LayerPlan::default();
+    plan.add_missing_dirs(target.parent, parent_of(&destination), root_dir);
+    if whole_dir && !target.parent.exists(&destination) && !destination.is_empty() {
+        let (uid, gid) = ownership.owner();
+        let meta = match matches.first().filter(|found| found.metadata.is_dir()) {
+            Some(found) => ownership.apply(
+                EntryMeta::from_metadata(&found.metadata, target.clamp()),
+                true,
+                false,
+            ),
+            None => EntryMeta {
+                uid,
+                gid,
+                ..root_dir
+            },
+        };
+        plan.add(destination.clone(), meta, Content::Dir);
+    }
+    for found in matches {
+        if found.metadata.is_dir() {
+            add_tree(&mut plan, &found.path, &destination, target, &ownership)?;
+        } else {
+            let path = if whole_dir {
+                target_path(&destination, &found.name)
+            } else {
+                destination.clone()
+            };
+            add_entry(
+                &mut plan,
+                &found.path,
+                &found.metadata,
+                path,
+                target,
+                &ownership,
+            )?;
+        }
+    }
+    plan.write(target.store)
+}
+
+fn expand_source(root: &Path, source: &str, stage_label: &str) -> Result<Vec<Match>, ExecError> {
+    let relative = relative_destination(source);
+    let (directory, last) = match relative.rsplit_once('/') {
+        Some((directory, last)) => (directory, last),
+        None => ("", relative.as_str()),
+    };
+    let not_found = || ExecError::SourceNotFound {
+        stage: stage_label.to_string(),
+        source_path: source.to_string(),
+    };
+    let found = |name: &str| -> Result<Option<Match>, ExecError> {
+        let path = resolve_in_root(root, &target_path(directory, name))?;
+        Ok(fs::symlink_metadata(&path)
+            .ok()
+            .filter(|metadata| !is_whiteout(metadata))
+            .map(|metadata| Match {
+                name: name.to_string(),
+                path,
+                metadata,
+            }))
+    };
+    if !last.contains(['*', '?']) {
+        return Ok(vec![found(last)?.ok_or_else(not_found)?]);
+    }
+    let listed = resolve_in_root(root, directory)?;
+    let mut names: Vec<String> = match fs::read_dir(&listed) {
+        Ok(entries) => entries
+            .filter_map(|entry| entry.ok())
+            .map(|entry| entry.file_name().to_string_lossy().into_owned())
+            .filter(|name| wildcard_match(last, name))
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    names.sort();
+    let mut matches = Vec::new();
+    for name in names {
+        matches.extend(found(&name)?);
+    }
+    Ok(matches)
+}
+
+/// Whether `name` matches `pattern`, where `*` is any run of characters and `?` any one.
+pub fn wildcard_match(pattern: &str, name: &str) -> bool {
+    let pattern: Vec<char> = pattern.chars().collect();
+    let name: Vec<char> = name.chars().collect();
+    let (mut p, mut n) = (0, 0);
+    let mut backtrack: Option<(usize, usize)> = None;
+    while n < name.len() {
+        match pattern.get(p) {
+            Some('*') => {
+                backtrack = Some((p, n));
+                p += 1;
+            }
+            Some(&c) if c == '?' || c == name[n] => {
+                p += 1;
+                n += 1;
+            }
+            _ => match backtrack {
+                Some((star, matched)) => {
+                    p = star + 1;
+                    n = matched + 1;
+                    backtrack = Some((star, matched + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    pattern[p..].iter().all(|&c| c == '*')
+}
+
+fn add_tree(
+    plan: &mut LayerPlan,
+    directory: &Path,
+    relative: &str,
+    target: &LayerTarget<'_>,
+    ownership: &Ownership,
+) -> Result<(), ExecError> {
+    let mut names: Vec<_> = fs::read_dir(directory)
+        .map_err(ExecError::io(directory))?
+        .map(|entry| entry.map(|entry| entry.file_name()))
+        .collect::<Result<_, _>>()
+        .map_err(ExecError::io(directory))?;
+    names.sort();
+    for name in names {
+        let path = directory.join(&name);
+        let metadata = fs::symlink_metadata(&path).map_err(ExecError::io(&path))?;
+        let child = target_path(relative, &name.to_string_lossy());
+        add_entry(plan, &path, &metadata, child.clone(), target, ownership)?;
+        if metadata.is_dir() {
+            add_tree(plan, &path, &child, target, ownership)?;
+        }
+    }
+    Ok(())
+}
+
+fn add_entry(
+    plan: &mut LayerPlan,
+    source: &Path,
+    metadata: &fs::Metadata,
+    path: String,
+    target: &LayerTarget<'_>,
+    ownership: &Ownership,
+) -> Result<(), ExecError> {
+    let file_type = metadata.file_type();
+    let meta = ownership.apply(
+        EntryMeta::from_metadata(metadata, target.clamp()),
+        file_type.is_dir(),
+        file_type.is_symlink(),
+    );
+    let content = if file_type.is_dir() {
+        Content::Dir
+    } else if file_type.is_file() {
+        Content::File {
+            source: source.to_path_buf(),
+            size: metadata.len(),
+            blake3: None,
+        }
+    } else if file_type.is_symlink() {
+        Content::Symlink(fs::read_link(source).map_err(ExecError::io(source))?)
+    } else if is_whiteout(metadata) || file_type.is_socket() {
+        // A whiteout only means something between layers, and sockets cannot be archived.
+        return Ok(());
+    } else {
+        let kind = if file_type.is_char_device() {
+            tar::EntryType::Char
+        } else if file_type.is_block_device() {
+            tar::EntryType::Block
+        } else {
+            tar::EntryType::Fifo
+        };
+        let rdev = metadata.rdev();
+        Content::Special {
+            kind,
+            device: (
+                nix::sys::stat::major(rdev) as u32,
+                nix::sys::stat::minor(rdev) as u32,
+            ),
+        }
+    };
+    plan.add(path, meta, content);
+    Ok(())
+}
+
+/// WORKDIR: the directory and any missing parents, 0755, owned by `user`.
+pub fn make_workdir(
+    target: &LayerTarget<'_>,
+    path: &str,
+    user: &str,
+) -> Result<LayerRef, ExecError> {
+    let identity = target.identity(user)?;
+    let mut plan = LayerPlan::default();
+    plan.add_missing_dirs(
+        target.parent,
+        &relative_destination(path),
+        EntryMeta {
+            mode: 0o755,
+            uid: u64::from(identity.uid),
+            gid: u64::from(identity.gid),
+            mtime: target.creation_time(),
+        },
+    );
+    plan.write(target.store)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn destinations_map_names_below_directories_and_files_exactly() {
+        assert_eq!(target_path("/app/", "a.txt"), "app/a.txt");
+        assert_eq!(target_path("/app", "sub/b.txt"), "app/sub/b.txt");
+        assert_eq!(target_path("/app/x.txt", ""), "app/x.txt");
+        assert_eq!(target_path("/", "a.txt"), "a.txt");
+        assert_eq!(target_path("/./srv//data/", ""), "srv/data");
+        assert_eq!(relative_destination("/"), "");
+    }
+
+    #[test]
+    fn wildcards_match_like_shell_globs_within_one_name() {
+        assert!(wildcard_match("*.txt", "notes.txt"));
+        assert!(wildcard_match("*.txt", ".txt"));
+        assert!(!wildcard_match("*.txt", "notes.txt.bak"));
+        assert!(wildcard_match("a?c*", "abcdef"));
+        assert!(!wildcard_match("a?c", "ac"));
+        assert!(wildcard_match("*a*b*", "xxaxxbxx"));
+        assert!(!wildcard_match("*a*b", "xxbxxa"));
+    }
+
+    fn layer_headers(
+        store: &Store,
+        layer: &LayerRef,
+    ) -> Result<Vec<(String, u64, u64, u32)>, ExecError> {
+        let blob = store.open_blob(&layer.digest)?;
+        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(blob));
+        let mut headers = Vec::new();
+        for entry in archive.entries().map_err(ExecError::io("layer"))? {
+            let entry = entry.map_err(ExecError::io("layer"))?;
+            let header = entry.header();
+            let path = header.path().map_err(ExecError::io("layer"))?;
+            headers.push((
+                path.to_string_lossy().into_owned(),
+                header.uid().map_err(ExecError::io("layer"))?,
+                header.gid().map_err(ExecError::io("layer"))?,
+                header.mode().map_err(ExecError::io("layer"))?,
+            ));
+            assert_eq!(header.mtime().map_err(ExecError::io("layer"))?, 100);
+        }
+        Ok(headers)
+    }
+
+    #[test]
+    fn context_copy_verifies_contents_and_maps_destinations() -> Result<(), ExecError> {
+        use mb_core::context::Entry;
+        let dir = tempfile::tempdir().map_err(ExecError::io("tempdir"))?;
+        let store = Store::open(dir.path().join("store"))?;
+        let context = dir.path().join("context");
+        fs::create_dir_all(context.join("src")).map_err(ExecError::io(&context))?;
+        fs::write(context.join("src/main.c"), b"int main;").map_err(ExecError::io(&context))?;
+        let entry = Entry {
+            source: "src/main.c".into(),
+            name: "main.c".into(),
+            kind: EntryKind::File,
+            mode: 0o600,
+            size: 9,
+            digest: Some(blake3::hash(b"int main;").to_hex().to_string()),
+            target: None,
+        };
+        let selection = Selection {
+            stage: 0,
+            instruction: 0,
+            digest: "d".into(),
+            n_files: 1,
+            n_bytes: 9,
+            entries: vec![entry.clone()],
+        };
+        let view = RootView::open(&store, &[])?;
+        let target = LayerTarget {
+            store: &store,
+            parent: &view,
+            source_date_epoch: Some(100),
+        };
+        let options = CopyOptions {
+            destination: "/app/",
+            chown: Some("7:8"),
+            chmod: None,
+        };
+        let layer = copy_from_context(&target, &context, &selection, &options)?;
+        let headers = layer_headers(&store, &layer)?;
+        assert_eq!(
+            headers,
+            vec![
+                ("app/".to_string(), 7, 8, 0o755),
+                ("app/main.c".to_string(), 7, 8, 0o600)
+            ]
+        );
+
+        fs::write(context.join("src/main.c"), b"int MAIN;").map_err(ExecError::io(&context))?;
+        let changed = copy_from_context(&target, &context, &selection, &options)
+            .err()
+            .map(|error| error.to_string())
+            .unwrap_or_default();
+        assert!(
+            changed.contains("context changed during the build"),
+            "{changed}"
+        );
+        assert!(changed.contains("src/main.c"), "{changed}");
+        Ok(())
+    }
+}

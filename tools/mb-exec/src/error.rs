@@ -1,0 +1,130 @@
+//! The one error type of mb-exec and the exit status each case deserves: a plan that cannot be
+//! executed as written is bad input (2); anything that goes wrong while building is a build
+//! failure (1).
+
+use std::path::PathBuf;
+
+use mb_core::{CoreError, ExitStatus, Failure};
+
+/// Everything that can stop mb-exec.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// The shared crate failed: store, layers, documents.
+    #[error(transparent)]
+    Core(#[from] CoreError),
+    /// Mounting overlay filesystems and running containers needs root.
+    #[error("mb-exec must run as root to mount overlay filesystems and run containers (effective uid is {uid}); run it with sudo")]
+    NotRoot {
+        /// The effective uid we run as.
+        uid: u32,
+    },
+    /// The container runtime is not installed.
+    #[error("container runtime `{runtime}` not found{where_looked}: install it with apt-get install runc, or name another with --runtime")]
+    RuntimeMissing {
+        /// The runtime as given with `--runtime`.
+        runtime: String,
+        /// Where it was looked for, for the message.
+        where_looked: String,
+    },
+    /// The plan contradicts itself or lacks something a step needs.
+    #[error("the plan cannot be executed: {0}")]
+    BadPlan(String),
+    /// A `--chmod` value that is neither octal nor symbolic.
+    #[error("invalid --chmod `{0}`: expected octal like 0644 or symbolic like u+x,go-w")]
+    BadChmod(String),
+    /// A user named by RUN, WORKDIR or `--chown` is not in the build filesystem's /etc/passwd.
+    #[error("unknown user `{0}`: not in /etc/passwd of the build filesystem (use a numeric uid or create the user first)")]
+    UnknownUser(String),
+    /// A group named by RUN, WORKDIR or `--chown` is not in the build filesystem's /etc/group.
+    #[error("unknown group `{0}`: not in /etc/group of the build filesystem (use a numeric gid or create the group first)")]
+    UnknownGroup(String),
+    /// A context file no longer has the content mb-hash fingerprinted.
+    #[error("context changed during the build: {0} (run the build again)")]
+    ContextChanged(PathBuf),
+    /// A `COPY --from` source does not exist in that stage.
+    #[error("COPY --from={stage}: source `{source_path}` not found in that stage's filesystem")]
+    SourceNotFound {
+        /// The stage copied from.
+        stage: String,
+        /// The source as written.
+        source_path: String,
+    },
+    /// A COPY source that climbs out of its root.
+    #[error("COPY source `{0}` leaves the root it is copied from")]
+    SourceEscapes(String),
+    /// Mounting an overlay filesystem failed.
+    #[error("cannot mount overlayfs on {target} ({options}): {source} (is the overlay module loaded, and is the store on a filesystem overlayfs accepts as upper dir, such as ext4 or xfs?)")]
+    Mount {
+        /// The mount point.
+        target: PathBuf,
+        /// The mount options given.
+        options: String,
+        /// What the kernel said.
+        source: nix::Error,
+    },
+    /// The OCI runtime spec could not be built or written.
+    #[error("cannot write the container spec {path}: {source}")]
+    Spec {
+        /// The config.json path.
+        path: PathBuf,
+        /// What oci-spec said.
+        source: oci_spec::OciSpecError,
+    },
+    /// The runtime could not be started.
+    #[error("cannot start `{runtime}`: {source}")]
+    RuntimeSpawn {
+        /// The runtime.
+        runtime: String,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// A RUN command exited with a non-zero status.
+    #[error("command {command} exited with {status}{output}")]
+    RunFailed {
+        /// The argument vector, quoted.
+        command: String,
+        /// `code N` or `signal N`.
+        status: String,
+        /// The last lines of its output, indented, or empty.
+        output: String,
+    },
+    /// A step failed; names where it was written.
+    #[error("{location}: {instruction}: {source}")]
+    Step {
+        /// `file:line`.
+        location: String,
+        /// The instruction as written.
+        instruction: String,
+        /// What went wrong.
+        source: Box<ExecError>,
+    },
+}
+
+impl ExecError {
+    /// Wraps an I/O error with the path it happened on.
+    pub fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> ExecError {
+        let io_error = CoreError::io(path);
+        move |source| ExecError::Core(io_error(source))
+    }
+}
+
+impl Failure for ExecError {
+    fn exit_status(&self) -> ExitStatus {
+        match self {
+            ExecError::Core(error) => error.exit_status(),
+            ExecError::Step { source, .. } => source.exit_status(),
+            ExecError::BadPlan(_) | ExecError::BadChmod(_) => ExitStatus::BadInput,
+            ExecError::NotRoot { .. }
+            | ExecError::RuntimeMissing { .. }
+            | ExecError::UnknownUser(_)
+            | ExecError::UnknownGroup(_)
+            | ExecError::ContextChanged(_)
+            | ExecError::SourceNotFound { .. }
+            | ExecError::SourceEscapes(_)
+            | ExecError::Mount { .. }
+            | ExecError::Spec { .. }
+            | ExecError::RuntimeSpawn { .. }
+            | ExecError::RunFailed { .. } => ExitStatus::BuildFailed,
+        }
+    }
+}
