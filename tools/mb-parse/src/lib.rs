@@ -1,1 +1,160 @@
-//! placeholder
+//! mb-parse: reads a Dockerfile and prints the `graph` document, the first stage of the pipe.
+//!
+//! The work is split the way the language is layered: `lexer` (lines, directives,
+//! continuations, heredocs), `words` and `flags` (splitting an instruction's text),
+//! `instruction` (each instruction's syntax), `expand` (variables) and `stages` (ARG scoping,
+//! stage references, pruning and the typed `Op`s). Nothing here runs or fetches anything; base
+//! images are only looked up in the local store, to seed variable expansion with their Env.
+
+mod error;
+mod expand;
+mod flags;
+mod instruction;
+mod lexer;
+mod stages;
+mod words;
+
+use std::collections::BTreeMap;
+use std::io::Read;
+
+use mb_core::cli::CommonArgs;
+use mb_core::graph::Platform;
+use mb_core::image::ImageConfig;
+use mb_core::{Document, Store};
+
+pub use error::{ParseError, Problem};
+pub use stages::{build_graph, BaseImages, Options};
+
+/// Parses a Dockerfile into the build graph and prints it as a `graph` document.
+#[derive(Debug, clap::Parser)]
+#[command(name = "mb-parse", version)]
+pub struct Cli {
+    /// The Dockerfile (`-` reads standard input).
+    #[arg(
+        short = 'f',
+        long = "file",
+        default_value = "Dockerfile",
+        value_name = "FILE"
+    )]
+    pub file: String,
+    /// A build argument (`NAME` alone takes the value from the environment); repeatable.
+    #[arg(long = "build-arg", value_name = "NAME=VALUE")]
+    pub build_args: Vec<String>,
+    /// The stage to build (default: the last one).
+    #[arg(long, value_name = "STAGE")]
+    pub target: Option<String>,
+    /// The platform to build for (default: this machine's).
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    pub platform: Option<String>,
+    /// Only check the Dockerfile: print nothing, exit 0 when it is fine, 2 listing its problems.
+    #[arg(long)]
+    pub check: bool,
+    /// Options every tool has.
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// Runs mb-parse.
+pub fn run(cli: Cli) -> Result<(), ParseError> {
+    let text = read_dockerfile(&cli.file)?;
+    let platform = match &cli.platform {
+        Some(text) => {
+            stages::parse_platform(text).ok_or_else(|| ParseError::BadPlatform(text.clone()))?
+        }
+        None => Platform::host(),
+    };
+    let options = Options {
+        file: cli.file.clone(),
+        build_args: build_args(&cli.build_args)?,
+        target: cli.target.clone(),
+        platform,
+        build_platform: Platform::host(),
+    };
+    let mut images = StoreImages {
+        common: &cli.common,
+        store: None,
+    };
+    let graph =
+        build_graph(&text, &options, &mut images).map_err(|problems| ParseError::Dockerfile {
+            file: cli.file.clone(),
+            problems,
+        })?;
+    if cli.check {
+        return Ok(());
+    }
+    Document::new(graph).write_stdout()?;
+    Ok(())
+}
+
+fn read_dockerfile(file: &str) -> Result<String, ParseError> {
+    let read_error = |source| ParseError::Read {
+        file: file.to_string(),
+        source,
+    };
+    let bytes = if file == "-" {
+        let mut bytes = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut bytes)
+            .map_err(read_error)?;
+        bytes
+    } else {
+        std::fs::read(file).map_err(read_error)?
+    };
+    String::from_utf8(bytes).map_err(|_| ParseError::NotUtf8(file.to_string()))
+}
+
+/// `NAME=VALUE`, or `NAME` to take the value from the environment (skipped when unset), as
+/// `docker build --build-arg` does.
+fn build_args(given: &[String]) -> Result<BTreeMap<String, String>, ParseError> {
+    let mut args = BTreeMap::new();
+    for arg in given {
+        let (name, value) = match arg.split_once('=') {
+            Some((name, value)) => (name, Some(value.to_string())),
+            None => (arg.as_str(), std::env::var(arg).ok()),
+        };
+        if name.is_empty() {
+            return Err(ParseError::BadBuildArg(arg.clone()));
+        }
+        if let Some(value) = value {
+            args.insert(name.to_string(), value);
+        }
+    }
+    Ok(args)
+}
+
+/// Base image configs from the local store, opened only when a needed stage has an image base.
+struct StoreImages<'a> {
+    common: &'a CommonArgs,
+    store: Option<Store>,
+}
+
+impl BaseImages for StoreImages<'_> {
+    fn config(&mut self, reference: &str) -> Option<ImageConfig> {
+        if self.store.is_none() {
+            match self.common.open_store() {
+                Ok(store) => self.store = Some(store),
+                Err(error) => {
+                    tracing::warn!("cannot open the store, base images' Env is unknown: {error}");
+                    return None;
+                }
+            }
+        }
+        let store = self.store.as_ref()?;
+        let loaded = store.image(reference).and_then(|descriptor| {
+            descriptor
+                .map(|descriptor| mb_core::image::load(store, &descriptor.digest))
+                .transpose()
+        });
+        match loaded {
+            Ok(Some((_, config))) => Some(config.config),
+            Ok(None) => {
+                tracing::info!("base image {reference} is not in the store yet");
+                None
+            }
+            Err(error) => {
+                tracing::warn!("cannot read base image {reference} from the store: {error}");
+                None
+            }
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! Which `--flags` each instruction takes, and checking the flags of one instruction: unknown,
+//! duplicate, missing values, and flags that exist in Docker but are not supported yet.
+
+use mb_core::graph::Flag;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// `--x`, `--x=true`, `--x=false`.
+    Bool,
+    /// `--x=value`, at most once.
+    Value,
+    /// `--x=value`, any number of times.
+    Repeated,
+}
+
+struct Spec {
+    name: &'static str,
+    kind: Kind,
+    supported: bool,
+}
+
+const fn spec(name: &'static str, kind: Kind, supported: bool) -> Spec {
+    Spec {
+        name,
+        kind,
+        supported,
+    }
+}
+
+fn specs(keyword: &str) -> &'static [Spec] {
+    const FROM: &[Spec] = &[spec("platform", Kind::Value, true)];
+    const RUN: &[Spec] = &[
+        spec("network", Kind::Value, true),
+        spec("mount", Kind::Repeated, false),
+        spec("security", Kind::Value, false),
+        spec("device", Kind::Repeated, false),
+    ];
+    const COPY: &[Spec] = &[
+        spec("from", Kind::Value, true),
+        spec("chown", Kind::Value, true),
+        spec("chmod", Kind::Value, true),
+        // --link only changes how BuildKit stacks the layer, not the files it holds.
+        spec("link", Kind::Bool, true),
+        spec("parents", Kind::Bool, false),
+        spec("exclude", Kind::Repeated, false),
+    ];
+    const ADD: &[Spec] = &[
+        spec("chown", Kind::Value, true),
+        spec("chmod", Kind::Value, true),
+        spec("link", Kind::Bool, true),
+        spec("checksum", Kind::Value, false),
+        spec("keep-git-dir", Kind::Bool, false),
+        spec("unpack", Kind::Bool, false),
+        spec("exclude", Kind::Repeated, false),
+    ];
+    match keyword {
+        "FROM" => FROM,
+        "RUN" => RUN,
+        "COPY" => COPY,
+        "ADD" => ADD,
+        _ => &[],
+    }
+}
+
+/// The checked flags of one instruction.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Flags {
+    /// The flags in order, as written.
+    pub list: Vec<Flag>,
+}
+
+impl Flags {
+    /// The value of a flag that takes one.
+    pub fn value(&self, name: &str) -> Option<&str> {
+        self.list
+            .iter()
+            .find(|flag| flag.name == name)
+            .and_then(|flag| flag.value.as_deref())
+    }
+}
+
+/// Checks the flag words (`--name[=value]`) of an instruction with keyword `keyword`.
+pub fn check(keyword: &str, words: Vec<String>) -> Result<Flags, String> {
+    let specs = specs(keyword);
+    let mut list: Vec<Flag> = Vec::with_capacity(words.len());
+    for word in words {
+        let without_dashes = word.trim_start_matches('-');
+        let (name, value) = match without_dashes.split_once('=') {
+            Some((name, value)) => (name.to_string(), Some(value.to_string())),
+            None => (without_dashes.to_string(), None),
+        };
+        let Some(spec) = specs.iter().find(|spec| spec.name == name) else {
+            return Err(format!("unknown flag `--{name}` for {keyword}"));
+        };
+        if !spec.supported {
+            return Err(format!("{keyword} --{name} is not supported yet"));
+        }
+        if spec.kind != Kind::Repeated && list.iter().any(|flag| flag.name == name) {
+            return Err(format!("duplicate flag `--{name}`"));
+        }
+        match (spec.kind, value.as_deref()) {
+            (Kind::Bool, None | Some("true" | "false")) => {}
+            (Kind::Bool, Some(other)) => {
+                return Err(format!("flag `--{name}` is true or false, not `{other}`"))
+            }
+            (Kind::Value | Kind::Repeated, None) => {
+                return Err(format!("flag `--{name}` needs a value: `--{name}=...`"))
+            }
+            (Kind::Value | Kind::Repeated, Some(_)) => {}
+        }
+        list.push(Flag { name, value });
+    }
+    Ok(Flags { list })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(items: &[&str]) -> Vec<String> {
+        items.iter().map(|item| item.to_string()).collect()
+    }
+
+    #[test]
+    fn known_flags_are_kept_as_written() -> Result<(), String> {
+        let flags = check(
+            "COPY",
+            words(&["--from=build", "--chown=app:app", "--link"]),
+        )?;
+        assert_eq!(flags.value("from"), Some("build"));
+        assert_eq!(flags.value("chown"), Some("app:app"));
+        assert_eq!(flags.list.len(), 3);
+        assert_eq!(flags.list[2].value, None);
+        Ok(())
+    }
+
+    #[test]
+    fn flag_errors() {
+        let cases: &[(&str, &[&str], &str)] = &[
+            ("COPY", &["--form=x"], "unknown flag `--form` for COPY"),
+            ("USER", &["--x"], "unknown flag `--x` for USER"),
+            ("COPY", &["--from=a", "--from=b"], "duplicate flag `--from`"),
+            ("COPY", &["--from"], "needs a value"),
+            ("COPY", &["--link=maybe"], "true or false"),
+            (
+                "RUN",
+                &["--mount=type=cache,target=/x"],
+                "RUN --mount is not supported yet",
+            ),
+            (
+                "ADD",
+                &["--checksum=sha256:00"],
+                "ADD --checksum is not supported yet",
+            ),
+        ];
+        for (keyword, given, expected) in cases {
+            let error = check(keyword, words(given)).err().unwrap_or_default();
+            assert!(error.contains(expected), "{given:?}: {error}");
+        }
+    }
+}

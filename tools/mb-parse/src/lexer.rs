@@ -1,0 +1,382 @@
+//! From Dockerfile text to logical instructions: the BOM, parser directives, comments, line
+//! continuations and heredoc bodies. Nothing here knows what an instruction means beyond which
+//! ones may carry heredocs; the words are split and interpreted in `instruction`.
+
+use crate::error::Problem;
+use crate::words::{heredoc_marker, parse_json_array, quote_aware_words, split_flags};
+use crate::words::{HeredocMarker, MaybeJson};
+
+/// BuildKit refuses longer physical lines.
+const MAX_LINE_BYTES: usize = 64 * 1024;
+
+/// The parser directives found at the top of the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Directives {
+    /// The escape character: `\` or `` ` ``.
+    pub escape: char,
+    /// `# syntax=`: recorded, not acted on.
+    pub syntax: Option<String>,
+    /// `# check=`: recorded, not acted on.
+    pub check: Option<String>,
+}
+
+/// One instruction with its continuation lines joined and its heredoc bodies read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawInstruction {
+    /// The first physical line, from 1.
+    pub line: u32,
+    /// The last physical line, heredoc terminators included.
+    pub end_line: u32,
+    /// The keyword as written.
+    pub keyword: String,
+    /// Everything after the keyword, continuations joined, left-trimmed.
+    pub rest: String,
+    /// The first physical line as written, for error messages.
+    pub source_line: String,
+    /// The heredocs, in the order of their markers.
+    pub heredocs: Vec<RawHeredoc>,
+}
+
+/// A heredoc body as read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawHeredoc {
+    /// What the marker said.
+    pub marker: HeredocMarker,
+    /// The body lines, each ending in a newline, leading tabs stripped for `<<-`.
+    pub body: String,
+    /// The body and terminator lines exactly as written, each ending in a newline, for handing
+    /// the whole heredoc to a shell.
+    pub raw: String,
+}
+
+/// The result of lexing a Dockerfile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lexed {
+    /// The parser directives.
+    pub directives: Directives,
+    /// The instructions in order.
+    pub instructions: Vec<RawInstruction>,
+}
+
+/// Splits `text` into instructions.
+pub fn lex(text: &str) -> Result<Lexed, Problem> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let lines: Vec<&str> = text
+        .split('\n')
+        .map(|line| line.strip_suffix('\r').unwrap_or(line))
+        .collect();
+    if let Some((index, line)) = lines
+        .iter()
+        .enumerate()
+        .find(|(_, line)| line.len() > MAX_LINE_BYTES)
+    {
+        return Err(Problem::at(
+            line_number(index),
+            format!("line is longer than {MAX_LINE_BYTES} bytes"),
+            truncate(line),
+        ));
+    }
+    let directives = read_directives(&lines)?;
+    let escape = directives.escape;
+    let mut instructions = Vec::new();
+    let mut index = 0;
+    while index < lines.len() {
+        let line = lines[index];
+        if is_blank(line) || is_comment(line) {
+            index += 1;
+            continue;
+        }
+        let first = index;
+        let (mut joined, mut continues) = strip_continuation(line.trim_start(), escape);
+        let mut last = index;
+        index += 1;
+        while continues && index < lines.len() {
+            let next = lines[index];
+            index += 1;
+            if is_comment(next) || is_blank(next) {
+                continue;
+            }
+            let (piece, more) = strip_continuation(next, escape);
+            joined.push_str(&piece);
+            continues = more;
+            last = index - 1;
+        }
+        let (keyword, rest) = match joined.find(char::is_whitespace) {
+            Some(end) => (&joined[..end], joined[end..].trim_start()),
+            None => (joined.as_str(), ""),
+        };
+        let mut instruction = RawInstruction {
+            line: line_number(first),
+            end_line: line_number(last),
+            keyword: keyword.to_string(),
+            rest: rest.to_string(),
+            source_line: line.to_string(),
+            heredocs: Vec::new(),
+        };
+        for marker in heredoc_markers(&instruction, escape) {
+            let heredoc = read_heredoc(&lines, &mut index, marker, &instruction)?;
+            instruction.heredocs.push(heredoc);
+            instruction.end_line = line_number(index - 1);
+        }
+        instructions.push(instruction);
+    }
+    Ok(Lexed {
+        directives,
+        instructions,
+    })
+}
+
+fn line_number(index: usize) -> u32 {
+    u32::try_from(index + 1).unwrap_or(u32::MAX)
+}
+
+fn truncate(line: &str) -> String {
+    line.chars().take(80).collect()
+}
+
+fn is_blank(line: &str) -> bool {
+    line.trim().is_empty()
+}
+
+fn is_comment(line: &str) -> bool {
+    line.trim_start().starts_with('#')
+}
+
+/// Removes a trailing escape character (and the blanks after it) and says whether the line
+/// continues. An escaped escape (`\\`) at the end does not continue the line.
+fn strip_continuation(line: &str, escape: char) -> (String, bool) {
+    let trimmed = line.trim_end_matches([' ', '\t']);
+    let escapes = trimmed.chars().rev().take_while(|ch| *ch == escape).count();
+    if escapes % 2 == 1 {
+        let cut = trimmed.len() - escape.len_utf8();
+        (trimmed[..cut].to_string(), true)
+    } else {
+        (line.to_string(), false)
+    }
+}
+
+/// Reads `# key=value` lines at the very top until the first line that is not a known
+/// directive.
+fn read_directives(lines: &[&str]) -> Result<Directives, Problem> {
+    let mut directives = Directives {
+        escape: '\\',
+        syntax: None,
+        check: None,
+    };
+    let mut seen: Vec<String> = Vec::new();
+    for (index, line) in lines.iter().enumerate() {
+        let Some((key, value)) = directive(line) else {
+            break;
+        };
+        if !matches!(key.as_str(), "syntax" | "escape" | "check") {
+            break;
+        }
+        if seen.contains(&key) {
+            return Err(Problem::at(
+                line_number(index),
+                format!("only one `{key}` parser directive can be used"),
+                line.to_string(),
+            ));
+        }
+        match key.as_str() {
+            "escape" => {
+                directives.escape = match value.as_str() {
+                    "\\" => '\\',
+                    "`" => '`',
+                    _ => {
+                        return Err(Problem::at(
+                            line_number(index),
+                            format!("invalid escape character `{value}`: use `\\` or `` ` ``"),
+                            line.to_string(),
+                        ))
+                    }
+                }
+            }
+            "syntax" => directives.syntax = Some(value),
+            _ => directives.check = Some(value),
+        }
+        seen.push(key);
+    }
+    Ok(directives)
+}
+
+/// `# key = value` with a name-like key, the key lowercased.
+fn directive(line: &str) -> Option<(String, String)> {
+    let after_hash = line.trim_start().strip_prefix('#')?;
+    let (key, value) = after_hash.split_once('=')?;
+    let key = key.trim();
+    let value = value.trim();
+    let mut key_chars = key.chars();
+    let valid_key = key_chars.next().is_some_and(|ch| ch.is_ascii_alphabetic())
+        && key_chars.all(|ch| ch.is_ascii_alphanumeric());
+    (valid_key && !value.is_empty()).then(|| (key.to_ascii_lowercase(), value.to_string()))
+}
+
+/// The heredoc markers of a RUN, COPY or ADD in shell form.
+fn heredoc_markers(instruction: &RawInstruction, escape: char) -> Vec<HeredocMarker> {
+    let keyword = instruction.keyword.to_ascii_uppercase();
+    if !matches!(keyword.as_str(), "RUN" | "COPY" | "ADD") {
+        return Vec::new();
+    }
+    let (_, arguments) = split_flags(&instruction.rest);
+    if parse_json_array(arguments) != MaybeJson::NotJson {
+        return Vec::new();
+    }
+    quote_aware_words(arguments, escape)
+        .iter()
+        .filter_map(|word| heredoc_marker(word))
+        .collect()
+}
+
+fn read_heredoc(
+    lines: &[&str],
+    index: &mut usize,
+    marker: HeredocMarker,
+    instruction: &RawInstruction,
+) -> Result<RawHeredoc, Problem> {
+    let mut body = String::new();
+    let mut raw = String::new();
+    while let Some(line) = lines.get(*index) {
+        *index += 1;
+        let content = if marker.strip_tabs {
+            line.trim_start_matches('\t')
+        } else {
+            line
+        };
+        raw.push_str(line);
+        raw.push('\n');
+        if content == marker.name {
+            return Ok(RawHeredoc { marker, body, raw });
+        }
+        body.push_str(content);
+        body.push('\n');
+    }
+    Err(Problem::at(
+        instruction.line,
+        format!(
+            "unterminated heredoc `{}`: no line `{}` ends it",
+            marker.name, marker.name
+        ),
+        instruction.source_line.clone(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lexed(text: &str) -> Lexed {
+        match lex(text) {
+            Ok(lexed) => lexed,
+            Err(problem) => panic!("{problem:?}"),
+        }
+    }
+
+    fn summary(text: &str) -> Vec<(u32, u32, String, String)> {
+        lexed(text)
+            .instructions
+            .into_iter()
+            .map(|i| (i.line, i.end_line, i.keyword, i.rest))
+            .collect()
+    }
+
+    fn row(line: u32, end: u32, keyword: &str, rest: &str) -> (u32, u32, String, String) {
+        (line, end, keyword.to_string(), rest.to_string())
+    }
+
+    #[test]
+    fn comments_blank_lines_and_continuations() {
+        let text = "# comment\n\nFROM busybox\n  run echo a \\\n    b\\  \n# inside\n\n  c\nCMD x # not a comment\n";
+        assert_eq!(
+            summary(text),
+            [
+                row(3, 3, "FROM", "busybox"),
+                row(4, 8, "run", "echo a     b  c"),
+                row(9, 9, "CMD", "x # not a comment"),
+            ]
+        );
+    }
+
+    #[test]
+    fn continuation_at_end_of_file_and_crlf_and_bom() {
+        let text = "\u{feff}FROM a\r\nRUN x \\\r\n";
+        assert_eq!(
+            summary(text),
+            [row(1, 1, "FROM", "a"), row(2, 2, "RUN", "x ")]
+        );
+    }
+
+    #[test]
+    fn escaped_escape_does_not_continue() {
+        assert_eq!(
+            summary("RUN echo \\\\\nRUN b"),
+            [row(1, 1, "RUN", "echo \\\\"), row(2, 2, "RUN", "b")]
+        );
+    }
+
+    #[test]
+    fn directives_set_the_escape_character() {
+        let result =
+            lexed("# escape=`\n# syntax=docker/dockerfile:1\nFROM a\nRUN dir C:\\ `\n  x\n");
+        assert_eq!(result.directives.escape, '`');
+        assert_eq!(
+            result.directives.syntax.as_deref(),
+            Some("docker/dockerfile:1")
+        );
+        assert_eq!(result.instructions[1].rest, "dir C:\\   x");
+    }
+
+    #[test]
+    fn directives_stop_at_the_first_other_line() {
+        assert_eq!(lexed("# hello\n# escape=`\nFROM a").directives.escape, '\\');
+        assert_eq!(lexed("\n# escape=`\nFROM a").directives.escape, '\\');
+        assert_eq!(
+            lexed("# unknown=1\n# escape=`\nFROM a").directives.escape,
+            '\\'
+        );
+        assert_eq!(lexed("#ESCAPE = `\nFROM a").directives.escape, '`');
+    }
+
+    #[test]
+    fn directive_errors() {
+        let repeated = lex("# escape=`\n# escape=\\\nFROM a").err();
+        assert_eq!(repeated.map(|p| p.line), Some(Some(2)));
+        let invalid = lex("# escape=x\nFROM a").err().map(|p| p.message);
+        assert!(invalid.is_some_and(|m| m.contains("invalid escape")));
+    }
+
+    #[test]
+    fn heredocs_are_read_in_order() {
+        let text = "RUN <<A cat - <<-'B'\nline $x\nA\n\tindented\n\tB\nCMD done\n";
+        let result = lexed(text);
+        let run = &result.instructions[0];
+        assert_eq!((run.line, run.end_line), (1, 5));
+        assert_eq!(run.heredocs.len(), 2);
+        assert_eq!(run.heredocs[0].body, "line $x\n");
+        assert!(run.heredocs[0].marker.expand);
+        assert_eq!(run.heredocs[1].body, "indented\n");
+        assert_eq!(run.heredocs[1].raw, "\tindented\n\tB\n");
+        assert!(!run.heredocs[1].marker.expand);
+        assert_eq!(result.instructions[1].line, 6);
+    }
+
+    #[test]
+    fn heredocs_only_in_shell_form_of_run_copy_add() {
+        let result = lexed("CMD <<EOF\nRUN [\"<<EOF\"]\nLABEL a=b\n");
+        assert_eq!(result.instructions.len(), 3);
+        assert!(result.instructions.iter().all(|i| i.heredocs.is_empty()));
+    }
+
+    #[test]
+    fn unterminated_heredoc_is_an_error() {
+        let problem = lex("FROM a\nRUN <<EOF\necho\n").err();
+        assert_eq!(problem.as_ref().and_then(|p| p.line), Some(2));
+        assert!(problem.is_some_and(|p| p.message.contains("unterminated heredoc `EOF`")));
+    }
+
+    #[test]
+    fn overlong_lines_are_rejected() {
+        let text = format!("FROM a\nRUN {}", "x".repeat(MAX_LINE_BYTES));
+        assert_eq!(lex(&text).err().and_then(|p| p.line), Some(2));
+    }
+}

@@ -1,0 +1,821 @@
+//! From checked instructions to the graph: global ARGs, stages and their references, pruning to
+//! what the target needs, and each kept instruction's expanded `Op`, with the environment and
+//! ARG scope BuildKit would have at that point.
+//!
+//! Two passes: the first resolves every stage's base and COPY --from (syntax only, global ARGs),
+//! so the target's needs are known before anything else happens; the second walks only the
+//! needed stages in order, because a stage's variables depend on its base and on what ran
+//! before in it. Unused stages are never expanded and their base images never looked up.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use mb_core::graph::{
+    ArgDecl, Base, Command, CopyFrom, Graph, Heredoc, Instruction, Location, NameValue, Op,
+    Platform, Stage,
+};
+use mb_core::image::ImageConfig;
+
+use crate::error::Problem;
+use crate::expand::{expand_heredoc, expand_word, Variables};
+use crate::instruction::{self, CommandText, CopySyntax, Parsed, Syntax};
+use crate::lexer;
+
+/// What the graph is built for, besides the Dockerfile text.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The Dockerfile as named on the command line (`-` for stdin).
+    pub file: String,
+    /// `--build-arg` values.
+    pub build_args: BTreeMap<String, String>,
+    /// `--target`.
+    pub target: Option<String>,
+    /// The platform built for.
+    pub platform: Platform,
+    /// The platform building (the host).
+    pub build_platform: Platform,
+}
+
+/// Where base images' configurations come from (the local store, or a table in tests).
+pub trait BaseImages {
+    /// The config of the image with normalised reference `reference`, if it is available.
+    fn config(&mut self, reference: &str) -> Option<ImageConfig>;
+}
+
+/// Parses `text` into the graph, or returns every problem found.
+pub fn build_graph(
+    text: &str,
+    options: &Options,
+    images: &mut dyn BaseImages,
+) -> Result<Graph, Vec<Problem>> {
+    let lexed = lexer::lex(text).map_err(|problem| vec![problem])?;
+    let escape = lexed.directives.escape;
+    let mut problems = Vec::new();
+    if lexed.instructions.is_empty() {
+        return Err(vec![Problem::whole_file(
+            "no instructions (the Dockerfile is empty or only comments)",
+        )]);
+    }
+    let mut global_args = Vec::new();
+    let mut drafts: Vec<Draft> = Vec::new();
+    for raw in lexed.instructions {
+        let parsed = match instruction::parse(raw, escape) {
+            Ok(parsed) => parsed,
+            Err(problem) => {
+                problems.push(problem);
+                continue;
+            }
+        };
+        match (&parsed.syntax, drafts.last_mut()) {
+            (Syntax::From { .. }, _) => drafts.push(Draft {
+                from: parsed,
+                body: Vec::new(),
+            }),
+            (_, Some(draft)) => draft.body.push(parsed),
+            (Syntax::Arg(_), None) => global_args.push(parsed),
+            (_, None) => problems.push(problem_at(
+                &parsed,
+                format!(
+                    "{} before the first FROM (only ARG may come before it)",
+                    parsed.keyword
+                ),
+            )),
+        }
+    }
+    if drafts.is_empty() {
+        problems.push(Problem::whole_file("no FROM instruction: nothing to build"));
+        return Err(problems);
+    }
+    let mut builder = Builder {
+        options,
+        escape,
+        globals: Vars::default(),
+        problems,
+    };
+    builder.declare_globals(&global_args);
+    let stage_names = builder.stage_names(&drafts);
+    let resolved: Vec<Resolved> = drafts
+        .iter()
+        .enumerate()
+        .map(|(index, draft)| builder.resolve(index, draft, &stage_names))
+        .collect();
+    let target = match &options.target {
+        None => drafts.len() - 1,
+        Some(target) => match stage_names.get(&target.to_ascii_lowercase()) {
+            Some(&index) => index,
+            None => {
+                let known: Vec<&str> = drafts.iter().filter_map(|draft| draft.name()).collect();
+                builder.problems.push(Problem::whole_file(format!(
+                    "--target {target}: no stage has that name (named stages: {})",
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                )));
+                return Err(builder.problems);
+            }
+        },
+    };
+    let needed = needed_stages(target, &resolved);
+    let mut scopes: Vec<Option<Scope>> = vec![None; drafts.len()];
+    let mut stages = Vec::new();
+    for (index, (draft, resolved)) in drafts.iter().zip(&resolved).enumerate() {
+        if !needed[index] {
+            continue;
+        }
+        let Some(base) = &resolved.base else {
+            continue;
+        };
+        let scope = match base {
+            Base::Scratch => Some(Scope::from_config(ImageConfig::default())),
+            Base::Image { reference } => Some(Scope::from_config(
+                images.config(reference).unwrap_or_default(),
+            )),
+            Base::Stage { index } => scopes[*index].clone(),
+        };
+        let Some(mut scope) = scope else {
+            continue;
+        };
+        let instructions = builder.dispatch_stage(draft, &resolved.copy_from, &mut scope);
+        scopes[index] = Some(scope);
+        stages.push(Stage {
+            index,
+            name: draft.name().map(str::to_string),
+            location: builder.location(&draft.from),
+            base: base.clone(),
+            instructions,
+        });
+    }
+    if !builder.problems.is_empty() {
+        builder.problems.sort_by_key(|problem| problem.line);
+        return Err(builder.problems);
+    }
+    Ok(Graph {
+        dockerfile: options.file.clone(),
+        target,
+        platform: options.platform.clone(),
+        build_args: declared_build_args(options, &global_args, &drafts),
+        stages,
+    })
+}
+
+/// A FROM and the instructions under it, before resolution.
+struct Draft {
+    from: Parsed,
+    body: Vec<Parsed>,
+}
+
+impl Draft {
+    fn name(&self) -> Option<&str> {
+        match &self.from.syntax {
+            Syntax::From { name, .. } => name.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+/// A stage's references, resolved in the first pass.
+struct Resolved {
+    /// None when the FROM line had a problem.
+    base: Option<Base>,
+    /// `--from` of each body instruction that has one, by position in the body.
+    copy_from: HashMap<usize, CopyFrom>,
+}
+
+/// Variables in declaration order with a name index: ENV, or ARGs (which may have no value).
+#[derive(Debug, Clone, Default)]
+struct Vars {
+    entries: Vec<(String, Option<String>)>,
+    index: HashMap<String, usize>,
+}
+
+impl Vars {
+    fn set(&mut self, name: &str, value: Option<String>) {
+        match self.index.get(name) {
+            Some(&position) => self.entries[position].1 = value,
+            None => {
+                self.index.insert(name.to_string(), self.entries.len());
+                self.entries.push((name.to_string(), value));
+            }
+        }
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        self.index.contains_key(name)
+    }
+}
+
+impl Variables for Vars {
+    fn value(&self, name: &str) -> Option<&str> {
+        self.index
+            .get(name)
+            .and_then(|&position| self.entries[position].1.as_deref())
+    }
+}
+
+/// What a stage has in effect at one point: the image env, the ARGs, the shell and WORKDIR.
+#[derive(Debug, Clone)]
+struct Scope {
+    env: Vars,
+    args: Vars,
+    shell: Vec<String>,
+    workdir: String,
+}
+
+impl Scope {
+    fn from_config(config: ImageConfig) -> Scope {
+        let config = config.for_new_stage();
+        let mut env = Vars::default();
+        for pair in config.env.iter().flatten() {
+            if let Some((name, value)) = pair.split_once('=') {
+                env.set(name, Some(value.to_string()));
+            }
+        }
+        Scope {
+            env,
+            args: Vars::default(),
+            shell: config.shell_or_default(),
+            workdir: config.working_dir_or_root(),
+        }
+    }
+
+    /// ARGs with a value that no ENV of the same name hides, sorted by name.
+    fn args_env(&self) -> Vec<NameValue> {
+        let mut args: Vec<NameValue> = self
+            .args
+            .entries
+            .iter()
+            .filter(|(name, _)| !self.env.contains(name))
+            .filter_map(|(name, value)| {
+                value.as_ref().map(|value| NameValue {
+                    name: name.clone(),
+                    value: value.clone(),
+                })
+            })
+            .collect();
+        args.sort();
+        args
+    }
+
+    fn command(&self, text: &CommandText) -> Command {
+        match text {
+            CommandText::Exec(args) => Command::Exec { args: args.clone() },
+            CommandText::Shell(script) => Command::Shell {
+                shell: self.shell.clone(),
+                script: script.clone(),
+            },
+        }
+    }
+}
+
+impl Variables for Scope {
+    /// ENV wins over an ARG of the same name, whichever came first.
+    fn value(&self, name: &str) -> Option<&str> {
+        if self.env.contains(name) {
+            self.env.value(name)
+        } else {
+            self.args.value(name)
+        }
+    }
+}
+
+struct Builder<'a> {
+    options: &'a Options,
+    escape: char,
+    /// Global ARGs and the predefined platform ARGs: what FROM lines and in-stage `ARG X`
+    /// without a default see.
+    globals: Vars,
+    problems: Vec<Problem>,
+}
+
+impl Builder<'_> {
+    fn location(&self, parsed: &Parsed) -> Location {
+        Location {
+            file: self.options.file.clone(),
+            line: parsed.raw.line,
+            end_line: parsed.raw.end_line,
+        }
+    }
+
+    fn expand(&self, word: &str, variables: &dyn Variables) -> Result<String, String> {
+        expand_word(word, self.escape, variables)
+    }
+
+    fn declare_globals(&mut self, global_args: &[Parsed]) {
+        for (name, value) in predefined_args(&self.options.platform, &self.options.build_platform) {
+            self.globals.set(name, Some(value));
+        }
+        for parsed in global_args {
+            let Syntax::Arg(declarations) = &parsed.syntax else {
+                continue;
+            };
+            for (name, default) in declarations {
+                let value = match (self.options.build_args.get(name), default) {
+                    (Some(given), _) => Some(given.clone()),
+                    (None, Some(default)) => match self.expand(default, &self.globals) {
+                        Ok(value) => Some(value),
+                        Err(message) => {
+                            self.problems.push(problem_at(parsed, message));
+                            continue;
+                        }
+                    },
+                    (None, None) => self.globals.value(name).map(str::to_string),
+                };
+                self.globals.set(name, value);
+            }
+        }
+    }
+
+    /// Checks stage names and maps each (lowercased) to its index.
+    fn stage_names(&mut self, drafts: &[Draft]) -> HashMap<String, usize> {
+        let mut names = HashMap::new();
+        for (index, draft) in drafts.iter().enumerate() {
+            let Some(name) = draft.name() else {
+                continue;
+            };
+            let lowered = name.to_ascii_lowercase();
+            if !valid_stage_name(&lowered) {
+                self.problems.push(problem_at(
+                    &draft.from,
+                    format!(
+                        "invalid stage name `{name}`: it must start with a letter and hold only \
+                         letters, digits, `-`, `_` and `.`"
+                    ),
+                ));
+            } else if names.insert(lowered, index).is_some() {
+                self.problems.push(problem_at(
+                    &draft.from,
+                    format!("duplicate stage name `{name}`"),
+                ));
+            }
+        }
+        names
+    }
+
+    fn resolve(&mut self, index: usize, draft: &Draft, names: &HashMap<String, usize>) -> Resolved {
+        let base = match self.resolve_base(index, draft, names) {
+            Ok(base) => Some(base),
+            Err(message) => {
+                self.problems.push(problem_at(&draft.from, message));
+                None
+            }
+        };
+        let mut copy_from = HashMap::new();
+        for (position, parsed) in draft.body.iter().enumerate() {
+            if let Syntax::Copy(CopySyntax {
+                from: Some(from), ..
+            }) = &parsed.syntax
+            {
+                match resolve_copy_from(index, from, names) {
+                    Ok(source) => {
+                        copy_from.insert(position, source);
+                    }
+                    Err(message) => self.problems.push(problem_at(parsed, message)),
+                }
+            }
+        }
+        Resolved { base, copy_from }
+    }
+
+    fn resolve_base(
+        &self,
+        index: usize,
+        draft: &Draft,
+        names: &HashMap<String, usize>,
+    ) -> Result<Base, String> {
+        let Syntax::From {
+            platform, image, ..
+        } = &draft.from.syntax
+        else {
+            return Err("not a FROM instruction".to_string());
+        };
+        if let Some(platform) = platform {
+            let expanded = self.expand(platform, &self.globals)?;
+            match parse_platform(&expanded) {
+                None => return Err(format!("invalid --platform `{expanded}`")),
+                Some(wanted) if wanted != self.options.platform => {
+                    return Err(format!(
+                        "FROM --platform={expanded} differing from the build's platform {} is \
+                         not supported yet",
+                        self.options.platform.display()
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        let expanded = self.expand(image, &self.globals)?;
+        if expanded.is_empty() {
+            return Err(format!("FROM `{image}` expands to nothing"));
+        }
+        if expanded == "scratch" {
+            return Ok(Base::Scratch);
+        }
+        if let Some(&stage) = names.get(&expanded.to_ascii_lowercase()) {
+            return if stage < index {
+                Ok(Base::Stage { index: stage })
+            } else {
+                Err(format!("stage `{expanded}` is used before it is defined"))
+            };
+        }
+        mb_core::reference::normalize(&expanded)
+            .map(|reference| Base::Image { reference })
+            .map_err(|error| error.to_string())
+    }
+
+    fn dispatch_stage(
+        &mut self,
+        draft: &Draft,
+        copy_from: &HashMap<usize, CopyFrom>,
+        scope: &mut Scope,
+    ) -> Vec<Instruction> {
+        let mut instructions = Vec::with_capacity(draft.body.len());
+        for (position, parsed) in draft.body.iter().enumerate() {
+            let mut heredocs = parsed.heredocs.clone();
+            match self.dispatch(parsed, copy_from.get(&position), &mut heredocs, scope) {
+                Ok(op) => instructions.push(Instruction {
+                    location: self.location(parsed),
+                    keyword: parsed.keyword.clone(),
+                    flags: parsed.flags.clone(),
+                    arguments: parsed.arguments.clone(),
+                    form: parsed.form,
+                    heredocs,
+                    op,
+                }),
+                Err(message) => self.problems.push(problem_at(parsed, message)),
+            }
+        }
+        instructions
+    }
+
+    /// The expanded meaning of one instruction; updates the scope for the ones after it. Every
+    /// word is expanded with the scope from before the instruction.
+    fn dispatch(
+        &self,
+        parsed: &Parsed,
+        copy_from: Option<&CopyFrom>,
+        heredocs: &mut [Heredoc],
+        scope: &mut Scope,
+    ) -> Result<Op, String> {
+        let expand = |word: &str| self.expand(word, &*scope);
+        let op = match &parsed.syntax {
+            Syntax::From { .. } => return Err("FROM inside a stage".to_string()),
+            Syntax::Run { command, network } => {
+                if let Some(network) = network {
+                    if !matches!(network.as_str(), "default" | "none" | "host") {
+                        return Err(format!(
+                            "invalid --network `{network}`: use default, none or host"
+                        ));
+                    }
+                }
+                Op::Run {
+                    command: scope.command(command),
+                    args_env: scope.args_env(),
+                    network: network.clone(),
+                }
+            }
+            Syntax::Copy(copy) => {
+                let sources = copy
+                    .sources
+                    .iter()
+                    .map(|source| expand(source))
+                    .collect::<Result<Vec<_>, _>>()?;
+                if copy.add {
+                    check_add_sources(&sources)?;
+                }
+                for heredoc in heredocs.iter_mut().filter(|heredoc| heredoc.expand) {
+                    // mb-exec writes COPY heredocs as they are: it cannot know the ARGs in scope.
+                    heredoc.body = expand_heredoc(&heredoc.body, self.escape, &*scope)?;
+                    heredoc.expand = false;
+                }
+                let destination = expand(&copy.destination)?;
+                Op::Copy {
+                    add: copy.add,
+                    from: copy_from.cloned().unwrap_or(CopyFrom::Context),
+                    sources,
+                    destination: copy_destination(&scope.workdir, &destination),
+                    chown: copy.chown.as_deref().map(expand).transpose()?,
+                    chmod: copy.chmod.as_deref().map(expand).transpose()?,
+                }
+            }
+            Syntax::Env(pairs) => {
+                let vars = expand_pairs("ENV", pairs, expand)?;
+                for var in &vars {
+                    scope.env.set(&var.name, Some(var.value.clone()));
+                }
+                Op::Env { vars }
+            }
+            Syntax::Label(pairs) => Op::Label {
+                labels: expand_pairs("LABEL", pairs, expand)?,
+            },
+            Syntax::Arg(declarations) => {
+                let mut args = Vec::with_capacity(declarations.len());
+                for (name, default) in declarations {
+                    let value = match (self.options.build_args.get(name), default) {
+                        (Some(given), _) => Some(given.clone()),
+                        (None, Some(default)) => Some(self.expand(default, &*scope)?),
+                        (None, None) => self.globals.value(name).map(str::to_string),
+                    };
+                    scope.args.set(name, value.clone());
+                    args.push(ArgDecl {
+                        name: name.clone(),
+                        value,
+                    });
+                }
+                Op::Arg { args }
+            }
+            Syntax::Workdir(path) => {
+                let expanded = expand(path)?;
+                if expanded.is_empty() {
+                    return Err(format!("WORKDIR `{path}` expands to nothing"));
+                }
+                let path = resolve_path(&scope.workdir, &expanded);
+                scope.workdir = path.clone();
+                Op::Workdir { path }
+            }
+            Syntax::User(user) => {
+                let expanded = expand(user)?;
+                if expanded.is_empty() {
+                    return Err(format!("USER `{user}` expands to nothing"));
+                }
+                Op::User { user: expanded }
+            }
+            Syntax::StopSignal(signal) => {
+                let expanded = expand(signal)?;
+                if expanded.is_empty() || expanded.contains(char::is_whitespace) {
+                    return Err(format!("STOPSIGNAL `{signal}` is not a signal"));
+                }
+                Op::StopSignal { signal: expanded }
+            }
+            Syntax::Expose(words) => {
+                let mut ports = Vec::new();
+                for word in words {
+                    ports.extend(parse_port(&expand(word)?)?);
+                }
+                Op::Expose { ports }
+            }
+            Syntax::Volume(paths) => {
+                let paths = paths
+                    .iter()
+                    .map(|path| expand(path))
+                    .collect::<Result<Vec<_>, _>>()?;
+                if paths.iter().any(String::is_empty) {
+                    return Err("VOLUME paths cannot be empty".to_string());
+                }
+                Op::Volume { paths }
+            }
+            Syntax::Cmd(command) => Op::Cmd {
+                command: scope.command(command),
+            },
+            Syntax::Entrypoint(command) => Op::Entrypoint {
+                command: scope.command(command),
+            },
+            Syntax::Shell(shell) => {
+                scope.shell = shell.clone();
+                Op::Shell {
+                    shell: shell.clone(),
+                }
+            }
+        };
+        Ok(op)
+    }
+}
+
+fn problem_at(parsed: &Parsed, message: impl Into<String>) -> Problem {
+    Problem::at(parsed.raw.line, message, parsed.raw.source_line.clone())
+}
+
+/// BuildKit's predefined platform ARGs.
+fn predefined_args(target: &Platform, build: &Platform) -> Vec<(&'static str, String)> {
+    let variant = |platform: &Platform| platform.variant.clone().unwrap_or_default();
+    vec![
+        ("BUILDPLATFORM", build.display()),
+        ("BUILDOS", build.os.clone()),
+        ("BUILDARCH", build.architecture.clone()),
+        ("BUILDVARIANT", variant(build)),
+        ("TARGETPLATFORM", target.display()),
+        ("TARGETOS", target.os.clone()),
+        ("TARGETARCH", target.architecture.clone()),
+        ("TARGETVARIANT", variant(target)),
+    ]
+}
+
+/// `os/arch[/variant]`, with the usual architecture aliases (`x86_64`, `aarch64`).
+pub fn parse_platform(text: &str) -> Option<Platform> {
+    let parts: Vec<&str> = text.split('/').collect();
+    let (os, architecture, variant) = match parts.as_slice() {
+        [os, architecture] => (*os, *architecture, None),
+        [os, architecture, variant] => (*os, *architecture, Some(*variant)),
+        _ => return None,
+    };
+    if os.is_empty() || architecture.is_empty() || variant.is_some_and(str::is_empty) {
+        return None;
+    }
+    let architecture = match architecture.to_ascii_lowercase().as_str() {
+        "x86_64" | "x86-64" => "amd64".to_string(),
+        "aarch64" => "arm64".to_string(),
+        other => other.to_string(),
+    };
+    // arm64 means v8 unless told otherwise, so `linux/arm64/v8` is plain `linux/arm64`.
+    let variant = variant
+        .map(str::to_ascii_lowercase)
+        .filter(|variant| !(architecture == "arm64" && variant == "v8"));
+    Some(Platform {
+        os: os.to_ascii_lowercase(),
+        architecture,
+        variant,
+    })
+}
+
+fn valid_stage_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|ch| ch.is_ascii_lowercase())
+        && chars.all(|ch| {
+            ch.is_ascii_lowercase() || ch.is_ascii_digit() || matches!(ch, '-' | '_' | '.')
+        })
+}
+
+fn resolve_copy_from(
+    index: usize,
+    from: &str,
+    names: &HashMap<String, usize>,
+) -> Result<CopyFrom, String> {
+    if from.contains('$') {
+        return Err(format!(
+            "COPY --from={from}: variables are not expanded in --from"
+        ));
+    }
+    if let Ok(stage) = from.parse::<usize>() {
+        return if stage < index {
+            Ok(CopyFrom::Stage { index: stage })
+        } else {
+            Err(format!(
+                "COPY --from={from} refers to the current or a later stage"
+            ))
+        };
+    }
+    if let Some(&stage) = names.get(&from.to_ascii_lowercase()) {
+        return if stage < index {
+            Ok(CopyFrom::Stage { index: stage })
+        } else {
+            Err(format!("stage `{from}` is used before it is defined"))
+        };
+    }
+    mb_core::reference::normalize(from)
+        .map(|reference| CopyFrom::Image { reference })
+        .map_err(|error| format!("COPY --from: {error}"))
+}
+
+/// The stages the target needs, by index: itself, its base stages and COPY --from stages,
+/// transitively.
+fn needed_stages(target: usize, resolved: &[Resolved]) -> Vec<bool> {
+    let mut needed = vec![false; resolved.len()];
+    let mut pending = vec![target];
+    while let Some(index) = pending.pop() {
+        if std::mem::replace(&mut needed[index], true) {
+            continue;
+        }
+        if let Some(Base::Stage { index: base }) = &resolved[index].base {
+            pending.push(*base);
+        }
+        for source in resolved[index].copy_from.values() {
+            if let CopyFrom::Stage { index: stage } = source {
+                pending.push(*stage);
+            }
+        }
+    }
+    needed
+}
+
+fn declared_build_args(
+    options: &Options,
+    global_args: &[Parsed],
+    drafts: &[Draft],
+) -> BTreeMap<String, String> {
+    let declared: BTreeSet<&str> = global_args
+        .iter()
+        .chain(drafts.iter().flat_map(|draft| draft.body.iter()))
+        .filter_map(|parsed| match &parsed.syntax {
+            Syntax::Arg(declarations) => Some(declarations),
+            _ => None,
+        })
+        .flatten()
+        .map(|(name, _)| name.as_str())
+        .collect();
+    let mut used = BTreeMap::new();
+    for (name, value) in &options.build_args {
+        if declared.contains(name.as_str()) {
+            used.insert(name.clone(), value.clone());
+        } else {
+            tracing::warn!("build arg {name} is not declared by any ARG and has no effect");
+        }
+    }
+    used
+}
+
+fn expand_pairs(
+    keyword: &str,
+    pairs: &[(String, String)],
+    expand: impl Fn(&str) -> Result<String, String>,
+) -> Result<Vec<NameValue>, String> {
+    pairs
+        .iter()
+        .map(|(name, value)| {
+            let name = expand(name)?;
+            if name.is_empty() {
+                return Err(format!("{keyword} names cannot be empty"));
+            }
+            Ok(NameValue {
+                name,
+                value: expand(value)?,
+            })
+        })
+        .collect()
+}
+
+/// Lexically cleans an absolute path (`/a/./b/../c` is `/a/c`); `..` cannot climb above `/`.
+fn clean_absolute(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for component in path.split('/') {
+        match component {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            other => parts.push(other),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
+/// `path` made absolute against `workdir`.
+fn resolve_path(workdir: &str, path: &str) -> String {
+    if path.starts_with('/') {
+        clean_absolute(path)
+    } else {
+        clean_absolute(&format!("{workdir}/{path}"))
+    }
+}
+
+/// A COPY destination made absolute; a trailing `/` (or `.`) means "into this directory" and
+/// is kept as a trailing `/`.
+fn copy_destination(workdir: &str, destination: &str) -> String {
+    let destination = if destination.is_empty() {
+        "."
+    } else {
+        destination
+    };
+    let mut resolved = resolve_path(workdir, destination);
+    let into_directory =
+        destination.ends_with('/') || destination == "." || destination.ends_with("/.");
+    if into_directory && !resolved.ends_with('/') {
+        resolved.push('/');
+    }
+    resolved
+}
+
+fn check_add_sources(sources: &[String]) -> Result<(), String> {
+    const ARCHIVE_SUFFIXES: &[&str] = &[
+        ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tbz", ".tar.xz", ".txz",
+    ];
+    for source in sources {
+        if source.contains("://") || source.starts_with("git@") {
+            return Err(format!("ADD of a URL (`{source}`) is not supported yet"));
+        }
+        let lowered = source.to_ascii_lowercase();
+        if ARCHIVE_SUFFIXES
+            .iter()
+            .any(|suffix| lowered.ends_with(suffix))
+        {
+            return Err(format!(
+                "ADD of a local archive (`{source}`) is not supported yet: COPY it and unpack it with RUN tar"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `port[-port][/proto]`, a range giving one entry per port, as Docker records them.
+fn parse_port(spec: &str) -> Result<Vec<String>, String> {
+    let invalid = || format!("invalid port `{spec}`: expected port[-port][/tcp|udp|sctp]");
+    let (ports, protocol) = match spec.split_once('/') {
+        Some((ports, protocol)) => (ports, protocol.to_ascii_lowercase()),
+        None => (spec, "tcp".to_string()),
+    };
+    if !matches!(protocol.as_str(), "tcp" | "udp" | "sctp") {
+        return Err(invalid());
+    }
+    let number = |text: &str| text.parse::<u16>().ok().filter(|port| *port != 0);
+    let (first, last) = match ports.split_once('-') {
+        Some((first, last)) => (number(first), number(last)),
+        None => (number(ports), number(ports)),
+    };
+    match (first, last) {
+        (Some(first), Some(last)) if first <= last => Ok((first..=last)
+            .map(|port| format!("{port}/{protocol}"))
+            .collect()),
+        _ => Err(invalid()),
+    }
+}
+
+#[cfg(test)]
+mod tests {}
