@@ -1,0 +1,100 @@
+//! The error type of mb-hash and the exit status each error deserves.
+
+use std::path::PathBuf;
+
+use mb_core::graph::Location;
+use mb_core::{CoreError, ExitStatus, Failure};
+
+/// Everything that can go wrong in mb-hash.
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    /// The context directory does not exist or is not a directory.
+    #[error("build context {path}: {reason}")]
+    BadContext {
+        /// The directory as given.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A line of the ignore file that cannot be used.
+    #[error("{file}:{line}: {reason}: `{text}`")]
+    BadIgnoreLine {
+        /// The ignore file.
+        file: PathBuf,
+        /// The line, from 1.
+        line: usize,
+        /// The line as written.
+        text: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A literal COPY source that the context does not have (or that the ignore file excludes).
+    #[error("{keyword} source {source_path} not found in the build context ({location})")]
+    SourceNotFound {
+        /// COPY or ADD.
+        keyword: String,
+        /// The source as written.
+        source_path: String,
+        /// The instruction.
+        location: Location,
+    },
+    /// A COPY source pattern that Go's filepath.Match would refuse.
+    #[error("{keyword} source {source_path} is a malformed pattern (an unclosed `[` or a `\\` at the end) ({location})")]
+    BadSourcePattern {
+        /// COPY or ADD.
+        keyword: String,
+        /// The source as written.
+        source_path: String,
+        /// The instruction.
+        location: Location,
+    },
+    /// A symlink named as a COPY source that points out of the context.
+    #[error("{keyword} source {source_path} is a symlink to {target}, which is outside the build context ({location})")]
+    SymlinkEscapes {
+        /// COPY or ADD.
+        keyword: String,
+        /// The link, relative to the context.
+        source_path: String,
+        /// Where it points.
+        target: String,
+        /// The instruction.
+        location: Location,
+    },
+    /// A file name that is not UTF-8, which the documents cannot carry.
+    #[error("{0}: the file name is not UTF-8")]
+    NonUtf8Name(PathBuf),
+    /// Reading the context failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory involved.
+        path: PathBuf,
+        /// What the system said.
+        source: std::io::Error,
+    },
+    /// Anything from the shared crate.
+    #[error(transparent)]
+    Core(#[from] CoreError),
+}
+
+impl HashError {
+    /// Wraps an I/O error with the path it happened on.
+    pub fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> HashError {
+        let path = path.into();
+        move |source| HashError::Io { path, source }
+    }
+}
+
+impl Failure for HashError {
+    fn exit_status(&self) -> ExitStatus {
+        match self {
+            HashError::BadContext { .. }
+            | HashError::BadIgnoreLine { .. }
+            | HashError::BadSourcePattern { .. } => ExitStatus::BadInput,
+            HashError::SourceNotFound { .. }
+            | HashError::SymlinkEscapes { .. }
+            | HashError::NonUtf8Name(_)
+            | HashError::Io { .. } => ExitStatus::BuildFailed,
+            HashError::Core(core) => core.exit_status(),
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! File contents hashed with BLAKE3, in parallel, and the digest of a selection.
+//!
+//! # The selection digest
+//!
+//! A selection's digest is BLAKE3 over this byte string, which depends only on what the copy
+//! will produce under its destination, so that moving the checkout, touching files, or
+//! changing their owner does not change it:
+//!
+//! ```text
+//! "memobuild-selection-v1\n"
+//! u64 LE number of entries
+//! for each entry, sorted by name:
+//!     u64 LE length of name, name (UTF-8)
+//!     one byte of kind: b'f' file, b'd' directory, b'l' symlink
+//!     u32 LE mode (permission bits, & 0o7777)
+//!     u64 LE size (0 for directories and symlinks)
+//!     file:    u64 LE length, BLAKE3 hex digest of the content
+//!     symlink: u64 LE length, link target
+//!     directory: nothing
+//! ```
+//!
+//! Every variable-length field is length-prefixed, so no two different selections encode to
+//! the same bytes. The source path, mtime, ctime, uid, gid and the context's absolute path are
+//! deliberately left out. Bump the version string on any change.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs::File;
+use std::path::Path;
+
+use rayon::prelude::*;
+
+use mb_core::context::{Entry, EntryKind};
+
+use crate::error::HashError;
+
+/// Files at least this big are memory-mapped and hashed on several threads; below it, one
+/// read is cheaper than setting up the map.
+const MMAP_THRESHOLD: u64 = 1 << 20;
+
+/// What hashing a file found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileDigest {
+    /// BLAKE3 of the content, hex.
+    pub blake3: String,
+    /// The number of bytes hashed.
+    pub size: u64,
+}
+
+/// Hashes one file.
+pub fn hash_file(path: &Path, size_hint: u64) -> Result<FileDigest, HashError> {
+    let mut hasher = blake3::Hasher::new();
+    if size_hint >= MMAP_THRESHOLD {
+        hasher
+            .update_mmap_rayon(path)
+            .map_err(HashError::io(path))?;
+    } else {
+        let file = File::open(path).map_err(HashError::io(path))?;
+        hasher.update_reader(file).map_err(HashError::io(path))?;
+    }
+    Ok(FileDigest {
+        blake3: hasher.finalize().to_hex().to_string(),
+        size: hasher.count(),
+    })
+}
+
+/// Hashes the files at the context-relative `paths` (with their sizes as hints) in parallel.
+pub fn hash_files(
+    root: &Path,
+    paths: &BTreeSet<(String, u64)>,
+) -> Result<HashMap<String, FileDigest>, HashError> {
+    paths
+        .par_iter()
+        .map(|(relative, size)| Ok((relative.clone(), hash_file(&root.join(relative), *size)?)))
+        .collect()
+}
+
+/// Fills in the digest and size of every file entry from `digests`, keyed by source.
+pub fn apply_digests(entries: &mut [Entry], digests: &HashMap<String, FileDigest>) {
+    for entry in entries
+        .iter_mut()
+        .filter(|entry| entry.kind == EntryKind::File)
+    {
+        if let Some(file_digest) = digests.get(&entry.source) {
+            entry.digest = Some(file_digest.blake3.clone());
+            entry.size = file_digest.size;
+        }
+    }
+}
+
+/// The files among `entries` that need hashing, with their sizes.
+pub fn files_of(entries: &[Entry]) -> impl Iterator<Item = (String, u64)> + '_ {
+    entries
+        .iter()
+        .filter(|entry| entry.kind == EntryKind::File)
+        .map(|entry| (entry.source.clone(), entry.size))
+}
+
+fn push_bytes(encoded: &mut Vec<u8>, bytes: &[u8]) {
+    encoded.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+    encoded.extend_from_slice(bytes);
+}
+
+/// The digest of entries sorted by name, in the encoding described in the module comment.
+pub fn entries_digest(entries: &[Entry]) -> String {
+    let mut encoded = b"memobuild-selection-v1\n".to_vec();
+    encoded.extend_from_slice(&(entries.len() as u64).to_le_bytes());
+    for entry in entries {
+        push_bytes(&mut encoded, entry.name.as_bytes());
+        encoded.push(match entry.kind {
+            EntryKind::File => b'f',
+            EntryKind::Dir => b'd',
+            EntryKind::Symlink => b'l',
+        });
+        encoded.extend_from_slice(&entry.mode.to_le_bytes());
+        encoded.extend_from_slice(&entry.size.to_le_bytes());
+        match entry.kind {
+            EntryKind::File => push_bytes(
+                &mut encoded,
+                entry.digest.as_deref().unwrap_or("").as_bytes(),
+            ),
+            EntryKind::Symlink => push_bytes(
+                &mut encoded,
+                entry.target.as_deref().unwrap_or("").as_bytes(),
+            ),
+            EntryKind::Dir => {}
+        }
+    }
+    blake3::hash(&encoded).to_hex().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(name: &str, source: &str, mode: u32, content: &[u8]) -> Entry {
+        Entry {
+            source: source.to_string(),
+            name: name.to_string(),
+            kind: EntryKind::File,
+            mode,
+            size: content.len() as u64,
+            digest: Some(blake3::hash(content).to_hex().to_string()),
+            target: None,
+        }
+    }
+
+    #[test]
+    fn the_digest_ignores_the_source_path_but_not_name_mode_or_content() {
+        let base = entries_digest(&[file("a", "x/a", 0o644, b"1")]);
+        assert_eq!(
+            base,
+            entries_digest(&[file("a", "elsewhere/a", 0o644, b"1")])
+        );
+        assert_ne!(base, entries_digest(&[file("b", "x/a", 0o644, b"1")]));
+        assert_ne!(base, entries_digest(&[file("a", "x/a", 0o755, b"1")]));
+        assert_ne!(base, entries_digest(&[file("a", "x/a", 0o644, b"2")]));
+        assert_ne!(base, entries_digest(&[]));
+    }
+
+    #[test]
+    fn the_encoding_is_unambiguous_across_field_boundaries() {
+        let link = |name: &str, target: &str| Entry {
+            source: name.to_string(),
+            name: name.to_string(),
+            kind: EntryKind::Symlink,
+            mode: 0o777,
+            size: 0,
+            digest: None,
+            target: Some(target.to_string()),
+        };
+        assert_ne!(
+            entries_digest(&[link("ab", "c")]),
+            entries_digest(&[link("a", "bc")])
+        );
+        let dir = Entry {
+            kind: EntryKind::Dir,
+            target: None,
+            ..link("a", "")
+        };
+        assert_ne!(entries_digest(&[dir]), entries_digest(&[link("a", "")]));
+    }
+
+    #[test]
+    fn big_and_small_files_hash_like_blake3_of_their_content(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let small = dir.path().join("small");
+        let big = dir.path().join("big");
+        std::fs::write(&small, b"small")?;
+        let big_content: Vec<u8> = (0..(MMAP_THRESHOLD + 12345))
+            .map(|i| (i % 251) as u8)
+            .collect();
+        std::fs::write(&big, &big_content)?;
+        assert_eq!(
+            hash_file(&small, 5)?.blake3,
+            blake3::hash(b"small").to_hex().to_string()
+        );
+        let big_digest = hash_file(&big, big_content.len() as u64)?;
+        assert_eq!(
+            big_digest.blake3,
+            blake3::hash(&big_content).to_hex().to_string()
+        );
+        assert_eq!(big_digest.size, big_content.len() as u64);
+        let missing = hash_file(&dir.path().join("missing"), 0)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(missing.contains("missing"), "{missing}");
+        Ok(())
+    }
+}

@@ -1,0 +1,246 @@
+//! Walking the build context into an in-memory tree of what COPY can see: every entry that the
+//! ignore rules leave in, with its type, mode, size and link target (contents are hashed later,
+//! and only for what some COPY selects).
+//!
+//! Excluded directories are not walked, unless an exception might re-include something below
+//! them; a directory that is excluded but has re-included descendants stays in the tree (as
+//! the context Docker sends would have it), so that those descendants have a parent.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use mb_core::context::EntryKind;
+
+use crate::dockerignore::IgnoreRules;
+use crate::error::HashError;
+
+/// What the context has at one path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    /// File, directory or symlink.
+    pub kind: EntryKind,
+    /// Permission bits (`st_mode & 0o7777`).
+    pub mode: u32,
+    /// Size in bytes for files, 0 otherwise.
+    pub size: u64,
+    /// The link target, for symlinks.
+    pub target: Option<String>,
+}
+
+/// The context after exclusions, keyed by `/`-separated path relative to the root (the root
+/// itself has no entry).
+#[derive(Debug, Clone)]
+pub struct ContextTree {
+    root: PathBuf,
+    nodes: BTreeMap<String, Node>,
+}
+
+impl ContextTree {
+    /// Walks `root`, leaving out what `rules` exclude.
+    pub fn scan(root: &Path, rules: &IgnoreRules) -> Result<ContextTree, HashError> {
+        let mut nodes = BTreeMap::new();
+        walk(root, "", rules, &mut nodes)?;
+        Ok(ContextTree {
+            root: root.to_path_buf(),
+            nodes,
+        })
+    }
+
+    /// The context directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The entry at a context-relative path; `""` is the root, which is always a directory.
+    pub fn get(&self, path: &str) -> Option<&Node> {
+        self.nodes.get(path)
+    }
+
+    /// Whether `path` is a directory of the context (the root included).
+    pub fn is_dir(&self, path: &str) -> bool {
+        path.is_empty()
+            || self
+                .get(path)
+                .is_some_and(|node| node.kind == EntryKind::Dir)
+    }
+
+    /// Everything below directory `dir` (`""` for the root), with paths relative to `dir`.
+    pub fn descendants<'a>(
+        &'a self,
+        dir: &str,
+    ) -> Box<dyn Iterator<Item = (&'a str, &'a Node)> + 'a> {
+        if dir.is_empty() {
+            return Box::new(self.nodes.iter().map(|(path, node)| (path.as_str(), node)));
+        }
+        let prefix = format!("{dir}/");
+        let prefix_len = prefix.len();
+        Box::new(
+            self.nodes
+                .range(prefix.clone()..)
+                .take_while(move |(path, _)| path.starts_with(&prefix))
+                .map(move |(path, node)| (&path[prefix_len..], node)),
+        )
+    }
+
+    /// The names of the entries directly in directory `dir`.
+    pub fn children<'a>(&'a self, dir: &str) -> impl Iterator<Item = &'a str> + 'a {
+        self.descendants(dir)
+            .map(|(below, _)| below)
+            .filter(|below| !below.contains('/'))
+    }
+
+    /// Regular files in the context.
+    pub fn n_files(&self) -> u64 {
+        self.files().count() as u64
+    }
+
+    /// Their total size.
+    pub fn n_bytes(&self) -> u64 {
+        self.files().map(|node| node.size).sum()
+    }
+
+    fn files(&self) -> impl Iterator<Item = &Node> {
+        self.nodes
+            .values()
+            .filter(|node| node.kind == EntryKind::File)
+    }
+}
+
+/// Joins a context-relative directory and a name.
+pub fn join(dir: &str, name: &str) -> String {
+    if dir.is_empty() {
+        name.to_string()
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
+/// Adds what is under `dir` (context-relative `relative`) to `nodes`; returns whether anything
+/// was added.
+fn walk(
+    dir: &Path,
+    relative: &str,
+    rules: &IgnoreRules,
+    nodes: &mut BTreeMap<String, Node>,
+) -> Result<bool, HashError> {
+    let mut added_any = false;
+    for dir_entry in fs::read_dir(dir).map_err(HashError::io(dir))? {
+        let dir_entry = dir_entry.map_err(HashError::io(dir))?;
+        let path = dir_entry.path();
+        let name = dir_entry
+            .file_name()
+            .into_string()
+            .map_err(|_| HashError::NonUtf8Name(path.clone()))?;
+        let entry_relative = join(relative, &name);
+        let metadata = fs::symlink_metadata(&path).map_err(HashError::io(&path))?;
+        let file_type = metadata.file_type();
+        let excluded = rules.is_excluded(&entry_relative);
+        let mode = metadata.permissions().mode() & 0o7777;
+        let node = if file_type.is_dir() {
+            if excluded && !rules.may_reinclude_below(&entry_relative) {
+                continue;
+            }
+            let has_descendants = walk(&path, &entry_relative, rules, nodes)?;
+            if excluded && !has_descendants {
+                continue;
+            }
+            Node {
+                kind: EntryKind::Dir,
+                mode,
+                size: 0,
+                target: None,
+            }
+        } else if excluded {
+            continue;
+        } else if file_type.is_file() {
+            Node {
+                kind: EntryKind::File,
+                mode,
+                size: metadata.len(),
+                target: None,
+            }
+        } else if file_type.is_symlink() {
+            let target = fs::read_link(&path).map_err(HashError::io(&path))?;
+            let target = target
+                .into_os_string()
+                .into_string()
+                .map_err(|_| HashError::NonUtf8Name(path.clone()))?;
+            Node {
+                kind: EntryKind::Symlink,
+                mode,
+                size: 0,
+                target: Some(target),
+            }
+        } else {
+            let what = if file_type.is_fifo() {
+                "fifo"
+            } else if file_type.is_socket() {
+                "socket"
+            } else {
+                "device"
+            };
+            tracing::warn!("skipping {what} {} in the build context", path.display());
+            continue;
+        };
+        nodes.insert(entry_relative, node);
+        added_any = true;
+    }
+    Ok(added_any)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn sample(
+        ignore: &str,
+    ) -> Result<(tempfile::TempDir, ContextTree), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let root = dir.path();
+        fs::create_dir_all(root.join("src/deep"))?;
+        fs::create_dir_all(root.join("docs"))?;
+        fs::write(root.join("src/main.rs"), "fn main() {}\n")?;
+        fs::write(root.join("src/deep/x.rs"), "x")?;
+        fs::write(root.join("docs/a.md"), "aaaa")?;
+        fs::write(root.join("docs/keep.md"), "k")?;
+        symlink("src/main.rs", root.join("link"))?;
+        let rules = IgnoreRules::parse(ignore, Path::new(".dockerignore"))?;
+        let tree = ContextTree::scan(root, &rules)?;
+        Ok((dir, tree))
+    }
+
+    #[test]
+    fn scan_records_types_sizes_and_links() -> Result<(), Box<dyn std::error::Error>> {
+        let (_dir, tree) = sample("")?;
+        assert_eq!(tree.get("src").map(|node| node.kind), Some(EntryKind::Dir));
+        assert_eq!(tree.get("src/main.rs").map(|node| node.size), Some(13));
+        assert_eq!(
+            tree.get("link").and_then(|node| node.target.clone()),
+            Some("src/main.rs".to_string())
+        );
+        assert_eq!(tree.n_files(), 4);
+        assert_eq!(tree.n_bytes(), 13 + 1 + 4 + 1);
+        let mut children: Vec<&str> = tree.children("src").collect();
+        children.sort_unstable();
+        assert_eq!(children, vec!["deep", "main.rs"]);
+        let below: Vec<&str> = tree.descendants("src").map(|(path, _)| path).collect();
+        assert_eq!(below, vec!["deep", "deep/x.rs", "main.rs"]);
+        Ok(())
+    }
+
+    #[test]
+    fn excluded_entries_are_missing_and_exceptions_keep_their_parents(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let (_dir, tree) = sample("docs\n!docs/keep.md\nsrc/deep")?;
+        assert!(tree.get("docs/a.md").is_none());
+        assert!(tree.get("docs/keep.md").is_some());
+        assert!(tree.is_dir("docs"));
+        assert!(tree.get("src/deep").is_none());
+        assert!(tree.get("src/deep/x.rs").is_none());
+        assert_eq!(tree.n_files(), 2);
+        Ok(())
+    }
+}

@@ -1,0 +1,415 @@
+//! Which context entries one COPY or ADD takes, and the name each gets under the destination.
+//!
+//! Sources are relative to the context root and cannot leave it (`/a`, `../a` and `a` are the
+//! same source). A source with a wildcard is matched component by component as Go's
+//! `filepath.Glob` does and may match nothing; a literal source must exist (an ignored path
+//! does not). A directory source gives its contents, its subdirectories included; a file or
+//! symlink source gives itself under its file name, or under the empty name when it is the only
+//! thing copied and the destination has no trailing `/` (the destination is then the file).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use mb_core::context::{Entry, EntryKind};
+use mb_core::graph::Location;
+
+use crate::error::HashError;
+use crate::glob::{clean_path, has_wildcard, Pattern};
+use crate::scan::{join, ContextTree, Node};
+
+/// A COPY or ADD from the context, as the graph gives it.
+#[derive(Debug, Clone, Copy)]
+pub struct CopyFromContext<'a> {
+    /// `COPY` or `ADD`, for messages.
+    pub keyword: &'a str,
+    /// Where it was written, for messages.
+    pub location: &'a Location,
+    /// True for ADD, whose URL sources are not in the context.
+    pub add: bool,
+    /// The sources, expanded.
+    pub sources: &'a [String],
+    /// The destination, a trailing `/` kept.
+    pub destination: &'a str,
+}
+
+/// Whether an ADD source is fetched from the network rather than read from the context.
+fn is_remote(source: &str) -> bool {
+    ["http://", "https://", "git@"]
+        .iter()
+        .any(|scheme| source.starts_with(scheme))
+}
+
+/// The entries a COPY selects, sorted by name, without file digests (see `fingerprint`).
+pub fn select(tree: &ContextTree, copy: &CopyFromContext<'_>) -> Result<Vec<Entry>, HashError> {
+    let mut matched: Vec<String> = Vec::new();
+    for source in copy.sources {
+        if copy.add && is_remote(source) {
+            continue;
+        }
+        let relative = clean_path(&format!("/{source}"))
+            .trim_start_matches('/')
+            .to_string();
+        if has_wildcard(&relative) {
+            let paths = glob(tree, &relative).map_err(|_| HashError::BadSourcePattern {
+                keyword: copy.keyword.to_string(),
+                source_path: source.clone(),
+                location: copy.location.clone(),
+            })?;
+            matched.extend(paths);
+        } else if tree.is_dir(&relative) || tree.get(&relative).is_some() {
+            matched.push(relative);
+        } else {
+            return Err(HashError::SourceNotFound {
+                keyword: copy.keyword.to_string(),
+                source_path: source.clone(),
+                location: copy.location.clone(),
+            });
+        }
+    }
+    let destination_is_the_file = matches!(matched.as_slice(), [only] if !tree.is_dir(only))
+        && !copy.destination.ends_with('/');
+    let mut entries: BTreeMap<String, Entry> = BTreeMap::new();
+    for path in &matched {
+        if tree.is_dir(path) {
+            for (below, node) in tree.descendants(path) {
+                entries.insert(
+                    below.to_string(),
+                    entry(join(path, below), below.to_string(), node),
+                );
+            }
+            continue;
+        }
+        let Some(node) = tree.get(path) else {
+            continue;
+        };
+        if let Some(target) = &node.target {
+            if link_escapes(tree.root(), path, target) {
+                return Err(HashError::SymlinkEscapes {
+                    keyword: copy.keyword.to_string(),
+                    source_path: path.clone(),
+                    target: target.clone(),
+                    location: copy.location.clone(),
+                });
+            }
+        }
+        let name = if destination_is_the_file {
+            String::new()
+        } else {
+            path.rsplit('/').next().unwrap_or(path).to_string()
+        };
+        // A later source with the same name overwrites an earlier one, as the copy would.
+        entries.insert(name.clone(), entry(path.clone(), name, node));
+    }
+    Ok(entries.into_values().collect())
+}
+
+fn entry(source: String, name: String, node: &Node) -> Entry {
+    Entry {
+        source,
+        name,
+        kind: node.kind,
+        mode: node.mode,
+        size: if node.kind == EntryKind::File {
+            node.size
+        } else {
+            0
+        },
+        digest: None,
+        target: node.target.clone(),
+    }
+}
+
+/// The context paths a wildcard source matches, sorted, as Go's `filepath.Glob`: each component
+/// with a wildcard is matched against the names in the directories matched so far.
+fn glob(tree: &ContextTree, pattern: &str) -> Result<Vec<String>, crate::glob::BadPattern> {
+    let mut candidates = vec![String::new()];
+    for component in pattern.split('/') {
+        let mut next = Vec::new();
+        let component_pattern = if has_wildcard(component) {
+            Some(Pattern::component(component)?)
+        } else {
+            None
+        };
+        for dir in candidates.iter().filter(|dir| tree.is_dir(dir)) {
+            match &component_pattern {
+                Some(component_pattern) => next.extend(
+                    tree.children(dir)
+                        .filter(|name| component_pattern.matches(name))
+                        .map(|name| join(dir, name)),
+                ),
+                None => {
+                    let path = join(dir, component);
+                    if tree.get(&path).is_some() {
+                        next.push(path);
+                    }
+                }
+            }
+        }
+        candidates = next;
+    }
+    candidates.sort();
+    Ok(candidates)
+}
+
+/// Whether the link at context path `link` pointing at `target` resolves outside the context
+/// directory `root` (relative targets against the link's directory, absolute ones as they are).
+fn link_escapes(root: &Path, link: &str, target: &str) -> bool {
+    if target.starts_with('/') {
+        let root_text = root.to_string_lossy();
+        let resolved = clean_path(target);
+        return !(resolved == root_text
+            || resolved.starts_with(&format!("{}/", root_text.trim_end_matches('/'))));
+    }
+    let link_dir = link.rsplit_once('/').map_or("", |(dir, _)| dir);
+    let resolved = clean_path(&join(link_dir, target));
+    resolved == ".." || resolved.starts_with("../")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dockerignore::IgnoreRules;
+    use std::fs;
+    use std::os::unix::fs::symlink;
+
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        tree: ContextTree,
+        location: Location,
+    }
+
+    impl Fixture {
+        fn new(ignore: &str) -> Result<Fixture, Box<dyn std::error::Error>> {
+            let dir = tempfile::tempdir()?;
+            let root = dir.path().canonicalize()?;
+            fs::create_dir_all(root.join("app/sub"))?;
+            fs::write(root.join("app/main.py"), "print(1)\n")?;
+            fs::write(root.join("app/sub/util.py"), "u")?;
+            fs::write(root.join("a.txt"), "a")?;
+            fs::write(root.join("b.txt"), "bb")?;
+            fs::write(root.join("c.md"), "c")?;
+            fs::write(root.join("secret.key"), "k")?;
+            symlink("a.txt", root.join("inside"))?;
+            symlink("../../etc/passwd", root.join("outside"))?;
+            symlink("/etc/passwd", root.join("absolute"))?;
+            let rules = IgnoreRules::parse(ignore, Path::new(".dockerignore"))?;
+            Ok(Fixture {
+                tree: ContextTree::scan(&root, &rules)?,
+                _dir: dir,
+                location: Location {
+                    file: "Dockerfile".into(),
+                    line: 3,
+                    end_line: 3,
+                },
+            })
+        }
+
+        fn select(&self, sources: &[&str], destination: &str) -> Result<Vec<Entry>, HashError> {
+            let sources: Vec<String> = sources.iter().map(|source| source.to_string()).collect();
+            select(
+                &self.tree,
+                &CopyFromContext {
+                    keyword: "COPY",
+                    location: &self.location,
+                    add: false,
+                    sources: &sources,
+                    destination,
+                },
+            )
+        }
+    }
+
+    fn names(entries: &[Entry]) -> Vec<(&str, &str)> {
+        entries
+            .iter()
+            .map(|entry| (entry.name.as_str(), entry.source.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn a_directory_source_gives_its_contents_with_subdirectories() -> TestResult {
+        let fixture = Fixture::new("")?;
+        let entries = fixture.select(&["app"], "/srv")?;
+        assert_eq!(
+            names(&entries),
+            vec![
+                ("main.py", "app/main.py"),
+                ("sub", "app/sub"),
+                ("sub/util.py", "app/sub/util.py")
+            ]
+        );
+        assert_eq!(entries[1].kind, EntryKind::Dir);
+        assert_eq!(entries[0].size, 9);
+        Ok(())
+    }
+
+    #[test]
+    fn the_context_root_is_a_directory_source() -> TestResult {
+        let fixture = Fixture::new("")?;
+        for root in [".", "/", "./", "..", "app/.."] {
+            let entries = fixture.select(&[root], "/srv/")?;
+            assert!(
+                names(&entries).contains(&("app/sub/util.py", "app/sub/util.py")),
+                "{root}"
+            );
+            assert_eq!(entries.len(), 11, "{root}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_single_file_source_names_the_destination_unless_it_ends_in_a_slash() -> TestResult {
+        let fixture = Fixture::new("")?;
+        assert_eq!(
+            names(&fixture.select(&["a.txt"], "/etc/a.conf")?),
+            vec![("", "a.txt")]
+        );
+        assert_eq!(
+            names(&fixture.select(&["a.txt"], "/etc/")?),
+            vec![("a.txt", "a.txt")]
+        );
+        assert_eq!(
+            names(&fixture.select(&["app/main.py"], "/x/")?),
+            vec![("main.py", "app/main.py")]
+        );
+        assert_eq!(
+            names(&fixture.select(&["a.txt", "b.txt"], "/etc/")?),
+            vec![("a.txt", "a.txt"), ("b.txt", "b.txt")]
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn sources_cannot_escape_the_context() -> TestResult {
+        let fixture = Fixture::new("")?;
+        assert_eq!(
+            names(&fixture.select(&["../../a.txt"], "/x/")?),
+            vec![("a.txt", "a.txt")]
+        );
+        assert_eq!(
+            names(&fixture.select(&["/app/../b.txt"], "/x/")?),
+            vec![("b.txt", "b.txt")]
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn wildcards_match_per_component_and_may_match_nothing() -> TestResult {
+        let fixture = Fixture::new("")?;
+        assert_eq!(
+            names(&fixture.select(&["*.txt"], "/x/")?),
+            vec![("a.txt", "a.txt"), ("b.txt", "b.txt")]
+        );
+        assert_eq!(
+            names(&fixture.select(&["?.md"], "/x/")?),
+            vec![("c.md", "c.md")]
+        );
+        assert_eq!(
+            names(&fixture.select(&["*/sub/*.py"], "/x/")?),
+            vec![("util.py", "app/sub/util.py")]
+        );
+        assert_eq!(
+            names(&fixture.select(&["[ab].txt"], "/x/")?),
+            vec![("a.txt", "a.txt"), ("b.txt", "b.txt")]
+        );
+        assert!(fixture.select(&["*.nothing"], "/x/")?.is_empty());
+        // One match and no trailing slash: the destination is the file.
+        assert_eq!(names(&fixture.select(&["c.*"], "/x")?), vec![("", "c.md")]);
+        // A wildcard that matches a directory copies its contents.
+        assert_eq!(names(&fixture.select(&["ap?"], "/x/")?).len(), 3);
+        Ok(())
+    }
+
+    #[test]
+    fn a_missing_literal_source_is_an_error_naming_it_and_the_line() -> TestResult {
+        let fixture = Fixture::new("")?;
+        let error = fixture
+            .select(&["a.txt", "missing.txt"], "/x/")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert_eq!(
+            error,
+            "COPY source missing.txt not found in the build context (Dockerfile:3)"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn ignored_files_count_as_missing_and_are_not_matched() -> TestResult {
+        let fixture = Fixture::new("*.key\napp/sub")?;
+        assert!(matches!(
+            fixture.select(&["secret.key"], "/x/"),
+            Err(HashError::SourceNotFound { .. })
+        ));
+        assert!(fixture.select(&["*.key"], "/x/")?.is_empty());
+        assert_eq!(
+            names(&fixture.select(&["app"], "/x/")?),
+            vec![("main.py", "app/main.py")]
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_malformed_wildcard_is_refused() -> TestResult {
+        let fixture = Fixture::new("")?;
+        assert!(matches!(
+            fixture.select(&["[a.txt"], "/x/"),
+            Err(HashError::BadSourcePattern { .. })
+        ));
+        Ok(())
+    }
+
+    #[test]
+    fn symlink_sources_are_kept_as_links_and_must_stay_inside() -> TestResult {
+        let fixture = Fixture::new("")?;
+        let entries = fixture.select(&["inside"], "/x/")?;
+        assert_eq!(entries[0].kind, EntryKind::Symlink);
+        assert_eq!(entries[0].target.as_deref(), Some("a.txt"));
+        assert_eq!(entries[0].size, 0);
+        for escaping in ["outside", "absolute"] {
+            let error = fixture
+                .select(&[escaping], "/x/")
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(
+                error.contains("outside the build context"),
+                "{escaping}: {error}"
+            );
+        }
+        // Links inside a directory source are copied as they are, wherever they point.
+        assert_eq!(
+            fixture
+                .select(&["."], "/x/")?
+                .iter()
+                .filter(|e| e.kind == EntryKind::Symlink)
+                .count(),
+            3
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn add_skips_remote_sources() -> TestResult {
+        let fixture = Fixture::new("")?;
+        let sources = vec![
+            "https://example.invalid/x.tar".to_string(),
+            "a.txt".to_string(),
+        ];
+        let entries = select(
+            &fixture.tree,
+            &CopyFromContext {
+                keyword: "ADD",
+                location: &fixture.location,
+                add: true,
+                sources: &sources,
+                destination: "/x/",
+            },
+        )?;
+        assert_eq!(names(&entries), vec![("a.txt", "a.txt")]);
+        Ok(())
+    }
+}
