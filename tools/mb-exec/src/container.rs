@@ -17,10 +17,9 @@ use mb_core::layer::{write_tree, Compression, LayerWriter, TreeOptions};
 use mb_core::plan::LayerRef;
 use mb_core::Store;
 use oci_spec::runtime::{
-    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxDevice, LinuxDeviceBuilder,
-    LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxNamespaceBuilder, LinuxNamespaceType,
-    LinuxResourcesBuilder, Mount, MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder,
-    UserBuilder,
+    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxDeviceCgroupBuilder,
+    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxResourcesBuilder, Mount, MountBuilder,
+    ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 
 use crate::error::ExecError;
@@ -102,7 +101,7 @@ pub fn run(
         .chain(bound_files.iter().copied())
         .map(str::to_string)
         .collect();
-    let missing_before = missing_paths(&rootfs, &mount_points)?;
+    let mount_paths = mount_paths(&rootfs, &mount_points)?;
     let config = bundle.join("config.json");
     container_spec(request, &identity, &bound_files)
         .and_then(|spec| spec.save(&config))
@@ -113,7 +112,7 @@ pub fn run(
     let outcome = run_runtime(runtime, &bundle, request);
     mount.unmount()?;
     outcome?;
-    remove_mount_points(&upper, &missing_before)?;
+    remove_mount_points(&upper, &mount_paths)?;
     let mut writer = LayerWriter::new(store, Compression::Gzip)?;
     write_tree(
         &mut writer,
@@ -128,44 +127,68 @@ pub fn run(
     Ok(layer)
 }
 
-/// The mount points missing from the rootfs, with their ancestors up to the first that exists.
-fn missing_paths(rootfs: &Path, mount_points: &[String]) -> Result<Vec<String>, ExecError> {
-    let mut created = Vec::new();
+/// A path on the way to a mount point, as it was before the run: missing (the runtime will
+/// create it), or an existing directory with its mode and owner (overlayfs will copy it up to
+/// create what is below it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct MountPath {
+    relative: String,
+    existing: Option<(u32, u32, u32)>,
+}
+
+/// Every path from the root to each mount point, deepest first, so that a directory is looked at
+/// after what the runtime created inside it is gone.
+fn mount_paths(rootfs: &Path, mount_points: &[String]) -> Result<Vec<MountPath>, ExecError> {
+    use std::os::unix::fs::MetadataExt;
+    let mut paths: Vec<MountPath> = Vec::new();
     for mount_point in mount_points {
         let mut current = mount_point.trim_start_matches('/');
         while !current.is_empty() {
             let parent = resolve_in_root(rootfs, parent_of(current))?;
             let name = current.rsplit('/').next().unwrap_or(current);
-            if fs::symlink_metadata(parent.join(name)).is_ok() {
-                break;
-            }
-            if !created.iter().any(|path: &String| path == current) {
-                created.push(current.to_string());
+            let existing = match fs::symlink_metadata(parent.join(name)) {
+                // The mount point itself exists: the runtime mounts over it, nothing to undo.
+                Ok(_) if current == mount_point.trim_start_matches('/') => break,
+                Ok(metadata) => Some((metadata.mode() & 0o7777, metadata.uid(), metadata.gid())),
+                Err(_) => None,
+            };
+            if !paths.iter().any(|path| path.relative == current) {
+                paths.push(MountPath {
+                    relative: current.to_string(),
+                    existing,
+                });
             }
             current = parent_of(current);
         }
     }
-    // Deepest first, so that a parent is looked at after its children are gone.
-    created.sort_by_key(|path| std::cmp::Reverse(path.matches('/').count()));
-    Ok(created)
+    paths.sort_by_key(|path| std::cmp::Reverse(path.relative.matches('/').count()));
+    Ok(paths)
 }
 
-/// Removes from `upper` the mount points in `created_for_mounting` that are still empty.
-fn remove_mount_points(upper: &Path, created_for_mounting: &[String]) -> Result<(), ExecError> {
-    for relative in created_for_mounting {
-        let path = upper.join(relative);
+/// Removes from `upper` what exists there only because of mount points: missing paths the
+/// runtime created that are still empty, and existing directories overlayfs copied up on the
+/// way to them that are still empty, not opaque, and unchanged in mode and owner.
+fn remove_mount_points(upper: &Path, mount_paths: &[MountPath]) -> Result<(), ExecError> {
+    use std::os::unix::fs::MetadataExt;
+    for mount_path in mount_paths {
+        let path = upper.join(&mount_path.relative);
         let Ok(metadata) = fs::symlink_metadata(&path) else {
             continue;
         };
-        let empty = if metadata.is_dir() {
-            fs::read_dir(&path)
+        let empty_dir = metadata.is_dir()
+            && fs::read_dir(&path)
                 .map_err(ExecError::io(&path))?
                 .next()
-                .is_none()
-        } else {
-            metadata.is_file() && metadata.len() == 0
+                .is_none();
+        let removable = match mount_path.existing {
+            None => empty_dir || (metadata.is_file() && metadata.len() == 0),
+            Some(before) => {
+                empty_dir
+                    && before == (metadata.mode() & 0o7777, metadata.uid(), metadata.gid())
+                    && !is_opaque(&path)
+            }
         };
-        if empty {
+        if removable {
             let removed = if metadata.is_dir() {
                 fs::remove_dir(&path)
             } else {
@@ -175,6 +198,26 @@ fn remove_mount_points(upper: &Path, created_for_mounting: &[String]) -> Result<
         }
     }
     Ok(())
+}
+
+/// Whether overlayfs marked a directory opaque (it was deleted and made again): such a
+/// directory hides the lower one and must stay in the layer even when empty.
+fn is_opaque(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return true;
+    };
+    let mut value = [0u8; 4];
+    // SAFETY: both strings are NUL-terminated and the buffer's length is passed with it.
+    let n_bytes = unsafe {
+        libc::lgetxattr(
+            c_path.as_ptr(),
+            c"trusted.overlay.opaque".as_ptr(),
+            value.as_mut_ptr().cast(),
+            value.len(),
+        )
+    };
+    n_bytes == 1 && value[0] == b'y'
 }
 
 /// Docker's default capability set for build containers.
@@ -237,30 +280,11 @@ pub fn container_spec(
         .into_iter()
         .map(|kind| LinuxNamespaceBuilder::default().typ(kind).build())
         .collect::<Result<Vec<_>, _>>()?;
-    let devices = [
-        ("/dev/null", 1, 3),
-        ("/dev/zero", 1, 5),
-        ("/dev/full", 1, 7),
-        ("/dev/random", 1, 8),
-        ("/dev/urandom", 1, 9),
-        ("/dev/tty", 5, 0),
-    ]
-    .into_iter()
-    .map(|(path, major, minor)| {
-        LinuxDeviceBuilder::default()
-            .path(path)
-            .typ(LinuxDeviceType::C)
-            .major(major)
-            .minor(minor)
-            .file_mode(0o666u32)
-            .uid(0u32)
-            .gid(0u32)
-            .build()
-    })
-    .collect::<Result<Vec<LinuxDevice>, _>>()?;
     let linux = LinuxBuilder::default()
         .namespaces(namespaces)
-        .devices(devices)
+        // No `devices`: like `runc spec`, rely on runc creating and allowing its default set
+        // (null, zero, full, random, urandom, tty, ptmx); listing them here as well makes runc
+        // create them without a matching device-cgroup rule, and opening /dev/null fails.
         .resources(
             LinuxResourcesBuilder::default()
                 .devices(vec![LinuxDeviceCgroupBuilder::default()
@@ -461,23 +485,36 @@ mod tests {
     }
 
     #[test]
-    fn only_empty_mount_points_that_were_created_are_removed() -> Result<(), ExecError> {
+    fn only_what_mount_points_alone_created_is_removed() -> Result<(), ExecError> {
         let dir = tempfile::tempdir().map_err(ExecError::io("tempdir"))?;
         let rootfs = dir.path().join("rootfs");
         fs::create_dir_all(rootfs.join("proc")).map_err(ExecError::io(&rootfs))?;
-        let mount_points = ["/proc", "/dev", "/etc/resolv.conf"].map(str::to_string);
-        let created = missing_paths(&rootfs, &mount_points)?;
-        assert_eq!(created, vec!["etc/resolv.conf", "dev", "etc"]);
+        fs::create_dir_all(rootfs.join("etc")).map_err(ExecError::io(&rootfs))?;
+        fs::create_dir_all(rootfs.join("srv")).map_err(ExecError::io(&rootfs))?;
+        let mount_points = ["/proc", "/dev", "/etc/resolv.conf", "/srv/hosts"].map(str::to_string);
+        let paths = mount_paths(&rootfs, &mount_points)?;
+        let names: Vec<&str> = paths.iter().map(|path| path.relative.as_str()).collect();
+        assert_eq!(
+            names,
+            vec!["etc/resolv.conf", "srv/hosts", "dev", "etc", "srv"]
+        );
+        assert!(paths[3].existing.is_some() && paths[0].existing.is_none());
 
         let upper = dir.path().join("upper");
-        fs::create_dir_all(upper.join("dev")).map_err(ExecError::io(&upper))?;
-        fs::create_dir_all(upper.join("etc")).map_err(ExecError::io(&upper))?;
+        for directory in ["dev", "etc", "srv"] {
+            fs::create_dir_all(upper.join(directory)).map_err(ExecError::io(&upper))?;
+        }
         fs::write(upper.join("etc/resolv.conf"), b"").map_err(ExecError::io(&upper))?;
-        fs::write(upper.join("etc/made-by-the-command"), b"x").map_err(ExecError::io(&upper))?;
-        remove_mount_points(&upper, &created)?;
+        fs::write(upper.join("srv/hosts"), b"").map_err(ExecError::io(&upper))?;
+        fs::write(upper.join("srv/made-by-the-command"), b"x").map_err(ExecError::io(&upper))?;
+        remove_mount_points(&upper, &paths)?;
         assert!(!upper.join("dev").exists());
-        assert!(!upper.join("etc/resolv.conf").exists());
-        assert!(upper.join("etc/made-by-the-command").exists());
+        assert!(
+            !upper.join("etc").exists(),
+            "a copied-up, unchanged /etc stays out"
+        );
+        assert!(!upper.join("srv/hosts").exists());
+        assert!(upper.join("srv/made-by-the-command").exists());
         Ok(())
     }
 }

@@ -1,0 +1,271 @@
+//! What every test needs: a store with a busybox base image, plan documents built by hand, the
+//! binary run on them, and the layers it wrote read back.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::Path;
+
+use mb_core::graph::{Base, Graph, Location, Platform, Stage};
+use mb_core::image::{self, HistoryEntry, ImageConfig, ImageParts};
+use mb_core::key::{chain_id, KeyMaterial, KEY_SCHEME};
+use mb_core::layer::{write_tree, Compression, LayerWriter, TreeOptions};
+use mb_core::plan::{Action, LayerRef, PlanSection, PlanStage, PlanStep, ResolvedBase, StepStatus};
+use mb_core::{Digest, Document, Kind, Store};
+
+pub type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+/// Whether this machine can run the container tests; says why not on stderr.
+pub fn can_run_containers() -> bool {
+    let missing = if !nix::unistd::geteuid().is_root() {
+        Some("not running as root")
+    } else if !Path::new("/bin/busybox").is_file() {
+        Some("/bin/busybox is missing (apt-get install busybox-static)")
+    } else if mb_exec::container::find_runtime("runc").is_err() {
+        Some("runc is not on PATH (apt-get install runc)")
+    } else {
+        None
+    };
+    if let Some(reason) = missing {
+        eprintln!("skipping a container test: {reason}");
+    }
+    missing.is_none()
+}
+
+/// A temporary store holding a busybox image.
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+    pub store: Store,
+    pub base_manifest: Digest,
+    pub base_layers: Vec<LayerRef>,
+}
+
+const APPLETS: [&str; 9] = [
+    "sh", "ls", "rm", "echo", "cat", "mkdir", "touch", "id", "test",
+];
+
+impl Fixture {
+    pub fn new() -> Result<Fixture, Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let store = Store::open(dir.path().join("store"))?;
+        let rootfs = dir.path().join("busybox-rootfs");
+        for directory in ["bin", "etc", "tmp", "proc", "dev", "sys"] {
+            fs::create_dir_all(rootfs.join(directory))?;
+        }
+        fs::set_permissions(rootfs.join("tmp"), fs::Permissions::from_mode(0o1777))?;
+        fs::copy("/bin/busybox", rootfs.join("bin/busybox"))?;
+        for applet in APPLETS {
+            symlink("busybox", rootfs.join("bin").join(applet))?;
+        }
+        fs::write(
+            rootfs.join("etc/passwd"),
+            "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n",
+        )?;
+        fs::write(rootfs.join("etc/group"), "root:x:0:\napp:x:1000:\n")?;
+        fs::write(rootfs.join("etc/motd"), "welcome\n")?;
+        let mut writer = LayerWriter::new(&store, Compression::Gzip)?;
+        write_tree(&mut writer, &rootfs, TreeOptions::default())?;
+        let layer = writer.finish()?;
+        let platform = Platform::host();
+        let base_history = vec![HistoryEntry {
+            created_by: Some("busybox rootfs".to_string()),
+            ..HistoryEntry::default()
+        }];
+        let image = image::assemble(
+            &store,
+            ImageParts {
+                platform: &platform,
+                config: &ImageConfig::default().for_new_stage(),
+                history: base_history,
+                layers: std::slice::from_ref(&layer),
+                created: None,
+                annotations: BTreeMap::new(),
+            },
+        )?;
+        let (manifest, _) = image::load(&store, &image.manifest)?;
+        store.tag_image(
+            "busybox:test",
+            image::Descriptor {
+                media_type: image.media_type.clone(),
+                digest: image.manifest.clone(),
+                size: image.manifest_size,
+                annotations: BTreeMap::new(),
+                platform: None,
+            },
+        )?;
+        assert_eq!(manifest.layers.len(), 1);
+        Ok(Fixture {
+            dir,
+            store,
+            base_manifest: image.manifest,
+            base_layers: vec![layer],
+        })
+    }
+
+    pub fn busybox_base(&self) -> ResolvedBase {
+        ResolvedBase::Image {
+            reference: "busybox:test".to_string(),
+            manifest: self.base_manifest.clone(),
+            layers: self.base_layers.clone(),
+        }
+    }
+
+    /// Runs mb-exec on `document`.
+    pub fn exec(&self, document: &Document) -> assert_cmd::assert::Assert {
+        let json = serde_json::to_string(document).unwrap_or_default();
+        assert_cmd::Command::cargo_bin("mb-exec")
+            .map(|mut command| {
+                command
+                    .arg("--store")
+                    .arg(self.store.root())
+                    .write_stdin(json)
+                    .assert()
+            })
+            .unwrap_or_else(|error| panic!("mb-exec binary: {error}"))
+    }
+
+    /// The names of the step results the store holds.
+    pub fn n_results(&self) -> usize {
+        fs::read_dir(self.store.root().join("results")).map_or(0, |entries| entries.count())
+    }
+
+    /// Path → content (empty for non-files) of every entry of a layer blob.
+    pub fn layer_entries(
+        &self,
+        layer: &LayerRef,
+    ) -> Result<BTreeMap<String, String>, Box<dyn std::error::Error>> {
+        let blob = self.store.open_blob(&layer.digest)?;
+        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(blob));
+        let mut entries = BTreeMap::new();
+        for entry in archive.entries()? {
+            let mut entry = entry?;
+            let path = entry.path()?.to_string_lossy().into_owned();
+            let mut content = String::new();
+            entry.read_to_string(&mut content)?;
+            entries.insert(path, content);
+        }
+        Ok(entries)
+    }
+}
+
+pub fn location(line: u32) -> Location {
+    Location {
+        file: "Dockerfile".to_string(),
+        line,
+        end_line: line,
+    }
+}
+
+/// A graph whose stages carry only what mb-exec reads from it (labels).
+pub fn graph(stages: &[(usize, Option<&str>)]) -> Graph {
+    Graph {
+        dockerfile: "Dockerfile".to_string(),
+        target: stages.last().map_or(0, |(index, _)| *index),
+        platform: Platform::host(),
+        build_args: BTreeMap::new(),
+        stages: stages
+            .iter()
+            .map(|(index, name)| Stage {
+                index: *index,
+                name: name.map(str::to_string),
+                location: location(1),
+                base: Base::Scratch,
+                instructions: Vec::new(),
+            })
+            .collect(),
+    }
+}
+
+pub fn shell(script: &str) -> Action {
+    Action::Run {
+        argv: vec!["/bin/sh".to_string(), "-c".to_string(), script.to_string()],
+        env: vec![format!("PATH={}", image::DEFAULT_PATH)],
+        cwd: "/".to_string(),
+        user: String::new(),
+        network: "none".to_string(),
+    }
+}
+
+/// A step whose key mb-exec computes (all but the first of a stage, in mb-plan's output).
+pub fn pending(index: usize, stage: usize, line: u32, display: &str, action: Action) -> PlanStep {
+    PlanStep {
+        index,
+        stage,
+        instruction: line as usize,
+        location: location(line),
+        display: display.to_string(),
+        action,
+        parent: None,
+        key: None,
+        status: StepStatus::Pending,
+        reason: Some("its parent must be built first".to_string()),
+        layer: None,
+    }
+}
+
+/// A planned miss, keyed as mb-plan keys it.
+pub fn miss(step: PlanStep, platform: &Platform, parent_layers: &[LayerRef]) -> PlanStep {
+    let parent = chain_id(parent_layers.iter().map(|layer| &layer.diff_id));
+    let key = KeyMaterial {
+        scheme: KEY_SCHEME,
+        platform,
+        source_date_epoch: Some(1_700_000_000),
+        parent: &parent,
+        inputs: &[],
+        action: &step.action,
+    }
+    .key();
+    PlanStep {
+        key: Some(key),
+        status: StepStatus::Miss,
+        reason: Some("not in the store".to_string()),
+        ..step
+    }
+}
+
+pub fn plan_stage(
+    index: usize,
+    base: ResolvedBase,
+    steps: Vec<usize>,
+    needs: Vec<usize>,
+) -> PlanStage {
+    PlanStage {
+        index,
+        name: None,
+        base,
+        steps,
+        needs,
+        config: ImageConfig::default().for_new_stage(),
+        history: Vec::new(),
+    }
+}
+
+pub fn document(graph: Graph, stages: Vec<PlanStage>, steps: Vec<PlanStep>) -> Document {
+    let mut document = Document::new(graph);
+    document.kind = Kind::Plan;
+    document.plan = Some(PlanSection {
+        platform: Platform::host(),
+        source_date_epoch: Some(1_700_000_000),
+        n_hit: 0,
+        n_miss: steps
+            .iter()
+            .filter(|step| step.status == StepStatus::Miss)
+            .count(),
+        n_pending: steps
+            .iter()
+            .filter(|step| step.status == StepStatus::Pending)
+            .count(),
+        stages,
+        steps,
+    });
+    document
+}
+
+/// The result document mb-exec printed.
+pub fn result_of(
+    assert: &assert_cmd::assert::Assert,
+) -> Result<Document, Box<dyn std::error::Error>> {
+    let stdout = String::from_utf8(assert.get_output().stdout.clone())?;
+    Ok(Document::parse("test", &stdout, &[Kind::Result])?)
+}

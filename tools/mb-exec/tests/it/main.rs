@@ -1,0 +1,7 @@
+//! Integration tests of the mb-exec binary: real plans run with runc over overlayfs against a
+//! busybox base image made in a temporary store. They need root, runc and /bin/busybox, and
+//! print why and pass without checking anything where those are missing (CI runs as root).
+
+mod harness;
+mod multi_stage;
+mod run;

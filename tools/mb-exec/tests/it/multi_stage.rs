@@ -1,0 +1,216 @@
+//! COPY from the context and from another stage, WORKDIR, and a stage built from another.
+
+use std::fs;
+
+use mb_core::context::{ContextSection, Entry, EntryKind, Selection};
+use mb_core::plan::{Action, CopyInput};
+use predicates::str::contains;
+
+use crate::harness::*;
+
+fn copy(input: CopyInput, sources: &[&str], destination: &str, chown: Option<&str>) -> Action {
+    Action::Copy {
+        input,
+        sources: sources.iter().map(|source| source.to_string()).collect(),
+        destination: destination.to_string(),
+        chown: chown.map(str::to_string),
+        chmod: None,
+    }
+}
+
+#[test]
+fn copies_from_context_and_stage_then_rerun_is_cached() -> TestResult {
+    if !can_run_containers() {
+        return Ok(());
+    }
+    let fixture = Fixture::new()?;
+    let context = fixture.dir.path().join("context");
+    fs::create_dir_all(&context)?;
+    fs::write(context.join("hello.txt"), "hi from the context\n")?;
+    let steps = vec![
+        pending(
+            0,
+            0,
+            2,
+            "RUN make",
+            shell("mkdir -p /out/sub && echo built > /out/built.txt && echo x > /out/sub/x"),
+        ),
+        pending(
+            1,
+            1,
+            4,
+            "COPY --from=builder /out/ /app/",
+            copy(CopyInput::Stage { index: 0 }, &["/out/"], "/app/", None),
+        ),
+        pending(
+            2,
+            1,
+            5,
+            "COPY hello.txt /app/",
+            copy(
+                CopyInput::Context {
+                    digest: "selection".into(),
+                },
+                &["hello.txt"],
+                "/app/",
+                None,
+            ),
+        ),
+        pending(
+            3,
+            1,
+            6,
+            "COPY --from=builder --chown=app /out/*.txt /single/",
+            copy(
+                CopyInput::Stage { index: 0 },
+                &["/out/*.txt"],
+                "/single/",
+                Some("app"),
+            ),
+        ),
+        pending(
+            4,
+            1,
+            7,
+            "WORKDIR /home/app/work",
+            Action::Workdir {
+                path: "/home/app/work".into(),
+                user: "app".into(),
+            },
+        ),
+        pending(
+            5,
+            1,
+            8,
+            "RUN cat /app/built.txt /app/hello.txt",
+            shell("cat /app/built.txt /app/hello.txt /app/sub/x && test -d /home/app/work"),
+        ),
+    ];
+    let mut document = document(
+        graph(&[(0, Some("builder")), (1, None)]),
+        vec![
+            plan_stage(0, fixture.busybox_base(), vec![0], vec![]),
+            plan_stage(1, fixture.busybox_base(), vec![1, 2, 3, 4, 5], vec![0]),
+        ],
+        steps,
+    );
+    let content = "hi from the context\n";
+    document.context = Some(ContextSection {
+        root: context.display().to_string(),
+        ignore_file: None,
+        n_files: 1,
+        n_bytes: content.len() as u64,
+        n_read: 1,
+        n_cached: 0,
+        selections: vec![Selection {
+            stage: 1,
+            instruction: 5,
+            digest: "selection".into(),
+            n_files: 1,
+            n_bytes: content.len() as u64,
+            entries: vec![Entry {
+                source: "hello.txt".into(),
+                name: "hello.txt".into(),
+                kind: EntryKind::File,
+                mode: 0o640,
+                size: content.len() as u64,
+                digest: Some(blake3::hash(content.as_bytes()).to_hex().to_string()),
+                target: None,
+            }],
+        }],
+    });
+    let assert = fixture
+        .exec(&document)
+        .success()
+        .stderr(contains("[1 5/5] built"))
+        .stderr(contains("hi from the context"));
+    let first = result_of(&assert)?.result.ok_or("no result")?;
+    assert_eq!((first.n_ran, first.n_cached), (6, 0));
+
+    let from_stage = fixture.layer_entries(&first.steps[1].layer)?;
+    assert_eq!(
+        from_stage.get("app/built.txt").map(String::as_str),
+        Some("built\n")
+    );
+    assert_eq!(from_stage.get("app/sub/x").map(String::as_str), Some("x\n"));
+    let from_context = fixture.layer_entries(&first.steps[2].layer)?;
+    assert_eq!(
+        from_context.keys().collect::<Vec<_>>(),
+        vec!["app/hello.txt"]
+    );
+    let single = fixture.layer_entries(&first.steps[3].layer)?;
+    assert!(
+        single.contains_key("single/built.txt") && !single.contains_key("single/sub/x"),
+        "{single:?}"
+    );
+    let workdir = fixture.layer_entries(&first.steps[4].layer)?;
+    assert_eq!(
+        workdir.keys().collect::<Vec<_>>(),
+        vec!["home/", "home/app/", "home/app/work/"]
+    );
+
+    let second = result_of(&fixture.exec(&document).success())?
+        .result
+        .ok_or("no result")?;
+    assert_eq!((second.n_ran, second.n_cached), (0, 6));
+    assert_eq!(first.image.manifest, second.image.manifest);
+    Ok(())
+}
+
+#[test]
+fn context_file_changed_after_hashing_is_an_error() -> TestResult {
+    if !can_run_containers() {
+        return Ok(());
+    }
+    let fixture = Fixture::new()?;
+    let context = fixture.dir.path().join("context");
+    fs::create_dir_all(&context)?;
+    fs::write(context.join("a.txt"), "changed")?;
+    let mut document = document(
+        graph(&[(0, None)]),
+        vec![plan_stage(0, fixture.busybox_base(), vec![0], vec![])],
+        vec![pending(
+            0,
+            0,
+            2,
+            "COPY a.txt /a.txt",
+            copy(
+                CopyInput::Context { digest: "s".into() },
+                &["a.txt"],
+                "/a.txt",
+                None,
+            ),
+        )],
+    );
+    document.context = Some(ContextSection {
+        root: context.display().to_string(),
+        ignore_file: None,
+        n_files: 1,
+        n_bytes: 7,
+        n_read: 1,
+        n_cached: 0,
+        selections: vec![Selection {
+            stage: 0,
+            instruction: 2,
+            digest: "s".into(),
+            n_files: 1,
+            n_bytes: 7,
+            entries: vec![Entry {
+                source: "a.txt".into(),
+                name: String::new(),
+                kind: EntryKind::File,
+                mode: 0o644,
+                size: 7,
+                digest: Some(blake3::hash(b"origin!").to_hex().to_string()),
+                target: None,
+            }],
+        }],
+    });
+    fixture
+        .exec(&document)
+        .code(1)
+        .stderr(contains("context changed during the build"))
+        .stderr(contains("a.txt"));
+    assert_eq!(fixture.n_results(), 0);
+    Ok(())
+}
