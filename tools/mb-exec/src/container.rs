@@ -485,6 +485,21 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_runtime_says_how_to_install_it() {
+        let message = find_runtime("no-such-runtime-here")
+            .err()
+            .map(|error| error.to_string())
+            .unwrap_or_default();
+        assert!(
+            message.contains("`no-such-runtime-here` not found on PATH"),
+            "{message}"
+        );
+        assert!(message.contains("apt-get install runc"), "{message}");
+        assert!(find_runtime("/no/such/runc").is_err());
+        assert!(find_runtime("sh").is_ok());
+    }
+
+    #[test]
     fn only_what_mount_points_alone_created_is_removed() -> Result<(), ExecError> {
         let dir = tempfile::tempdir().map_err(ExecError::io("tempdir"))?;
         let rootfs = dir.path().join("rootfs");
