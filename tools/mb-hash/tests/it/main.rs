@@ -1,0 +1,166 @@
+//! Integration tests of the `mb-hash` binary: one test binary, a module per topic, and a small
+//! harness that gives each test its own context directory and builds graph documents.
+
+mod digests;
+mod errors;
+mod ignore;
+
+use std::error::Error;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use mb_core::graph::{Base, CopyFrom, Graph, Instruction, Location, Op, Platform, Stage};
+use mb_core::Document;
+
+/// What every test returns, so that failures are reported with `?` instead of unwrap.
+pub type TestResult = Result<(), Box<dyn Error>>;
+
+/// A temporary directory with a build context in `ctx/`.
+pub struct Sandbox {
+    dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    /// A sandbox with an empty context.
+    pub fn new() -> Result<Sandbox, Box<dyn Error>> {
+        let sandbox = Sandbox {
+            dir: tempfile::tempdir()?,
+        };
+        fs::create_dir_all(sandbox.context())?;
+        Ok(sandbox)
+    }
+
+    /// A path in the sandbox.
+    pub fn path(&self, relative: &str) -> PathBuf {
+        self.dir.path().join(relative)
+    }
+
+    /// The context directory.
+    pub fn context(&self) -> PathBuf {
+        self.path("ctx")
+    }
+
+    /// Writes a file of the context with the given mode, creating its parents.
+    pub fn write(
+        &self,
+        relative: &str,
+        content: &str,
+        mode: u32,
+    ) -> Result<&Sandbox, Box<dyn Error>> {
+        let path = self.context().join(relative);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent)?;
+        }
+        fs::write(&path, content)?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode))?;
+        Ok(self)
+    }
+
+    /// Runs `mb-hash` in the sandbox with `stdin`.
+    pub fn mb_hash(&self, args: &[&str], stdin: &str) -> Output {
+        let mut command = assert_cmd::Command::new(env!("CARGO_BIN_EXE_mb-hash"));
+        command
+            .current_dir(self.dir.path())
+            .args(args)
+            .write_stdin(stdin.to_string());
+        command
+            .output()
+            .unwrap_or_else(|error| panic!("running mb-hash: {error}"))
+    }
+
+    /// Runs `mb-hash --context <context>` on a graph, expecting success, and returns the
+    /// context section.
+    pub fn hash_context(
+        &self,
+        context: &Path,
+        graph: &str,
+    ) -> Result<serde_json::Value, Box<dyn Error>> {
+        let context = context.to_string_lossy().into_owned();
+        let output = self.mb_hash(&["--context", &context], graph);
+        if !output.status.success() {
+            return Err(format!(
+                "mb-hash failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+            .into());
+        }
+        let document: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+        assert_eq!(document["kind"], "context");
+        Ok(document["context"].clone())
+    }
+
+    /// Hashes the sandbox's own context.
+    pub fn hash(&self, graph: &str) -> Result<serde_json::Value, Box<dyn Error>> {
+        self.hash_context(&self.context(), graph)
+    }
+}
+
+/// A graph document with one stage whose instructions are `COPY sources destination`, one per
+/// element of `copies`, on lines 2, 3, ...
+pub fn graph(copies: &[(&[&str], &str)]) -> Result<String, Box<dyn Error>> {
+    let location = |line: u32| Location {
+        file: "Dockerfile".to_string(),
+        line,
+        end_line: line,
+    };
+    let instructions = copies
+        .iter()
+        .enumerate()
+        .map(|(copy_idx, (sources, destination))| Instruction {
+            location: location(copy_idx as u32 + 2),
+            keyword: "COPY".to_string(),
+            flags: Vec::new(),
+            arguments: format!("{} {destination}", sources.join(" ")),
+            form: None,
+            heredocs: Vec::new(),
+            op: Op::Copy {
+                add: false,
+                from: CopyFrom::Context,
+                sources: sources.iter().map(|source| source.to_string()).collect(),
+                destination: destination.to_string(),
+                chown: None,
+                chmod: None,
+            },
+        })
+        .collect();
+    let document = Document::new(Graph {
+        dockerfile: "Dockerfile".to_string(),
+        target: 0,
+        platform: Platform::host(),
+        build_args: Default::default(),
+        stages: vec![Stage {
+            index: 0,
+            name: None,
+            location: location(1),
+            base: Base::Scratch,
+            instructions,
+        }],
+    });
+    Ok(serde_json::to_string(&document)?)
+}
+
+/// The digest of selection `selection_idx` of a context section.
+pub fn selection_digest(
+    context: &serde_json::Value,
+    selection_idx: usize,
+) -> Result<String, Box<dyn Error>> {
+    context["selections"][selection_idx]["digest"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| format!("no selection {selection_idx} in {context}").into())
+}
+
+/// The entry names of selection `selection_idx`.
+pub fn entry_names(context: &serde_json::Value, selection_idx: usize) -> Vec<String> {
+    context["selections"][selection_idx]["entries"]
+        .as_array()
+        .map(|entries| {
+            entries
+                .iter()
+                .filter_map(|entry| entry["name"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
