@@ -56,7 +56,10 @@ fn changing_one_file_reruns_only_the_steps_that_depend_on_it() {
         .map(|steps| steps.iter().map(|step| step["status"].clone()).collect())
         .unwrap_or_default();
     assert_eq!(statuses, ["hit", "hit", "hit", "miss", "pending"]);
-    assert_eq!(second.outcomes(), ["cached", "cached", "cached", "ran", "ran"]);
+    assert_eq!(
+        second.outcomes(),
+        ["cached", "cached", "cached", "ran", "ran"]
+    );
     assert_ne!(first.manifest(), second.manifest());
 }
 
@@ -124,7 +127,10 @@ fn exported_image_runs_as_the_dockerfile_says() {
     assert!(rootfs.join("app/built.txt").exists());
     assert!(rootfs.join("app/config.txt").exists());
     assert!(rootfs.join("app/src/util.txt").exists());
-    assert!(!rootfs.join("bin/vi").exists(), "the deletion in RUN is a whiteout");
+    assert!(
+        !rootfs.join("bin/vi").exists(),
+        "the deletion in RUN is a whiteout"
+    );
     assert!(rootfs.join("bin/ls").exists());
 }
 

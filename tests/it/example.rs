@@ -62,6 +62,9 @@ fn makefile_builds_runs_and_rebuilds_only_what_changed() {
     let second = make(&sandbox, &[]);
     let stdout = String::from_utf8_lossy(&second.stdout);
     assert!(stdout.contains("Bye from MemoBuild"), "{stdout}");
-    assert!(!stdout.contains("mb-parse"), "mb-parse is not rerun: {stdout}");
+    assert!(
+        !stdout.contains("mb-parse"),
+        "mb-parse is not rerun: {stdout}"
+    );
     assert!(stdout.contains("mb-hash"), "{stdout}");
 }

@@ -23,10 +23,17 @@ fn failing_run_exits_1_shows_its_output_and_leaves_the_store_usable() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("something broke"), "{stderr}");
     assert!(stderr.contains("Dockerfile:3"), "{stderr}");
-    assert!(stderr.contains("exit 3") || stderr.contains("code 3"), "{stderr}");
+    assert!(
+        stderr.contains("exit 3") || stderr.contains("code 3"),
+        "{stderr}"
+    );
 
     let verify = sandbox.run("mb-cache", &["verify"], "");
-    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stderr));
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
     let results = sandbox.stage("mb-cache", &["ls"], "");
     assert_eq!(
         results.as_array().map(Vec::len),
@@ -34,7 +41,10 @@ fn failing_run_exits_1_shows_its_output_and_leaves_the_store_usable() {
         "only the step that succeeded is stored: {results}"
     );
 
-    sandbox.write("Dockerfile", "FROM busybox\nRUN echo preparing\nRUN echo fixed\n");
+    sandbox.write(
+        "Dockerfile",
+        "FROM busybox\nRUN echo preparing\nRUN echo fixed\n",
+    );
     let build = sandbox.build(&[]);
     assert_eq!(build.outcomes(), ["cached", "ran"]);
 }
@@ -54,7 +64,9 @@ fn syntax_error_names_file_and_line_and_exits_2() {
 #[test]
 fn wrong_document_kind_is_rejected_with_exit_2() {
     let sandbox = Sandbox::new();
-    sandbox.write("Dockerfile", "FROM scratch\nCOPY a /a\n").write("a", "a\n");
+    sandbox
+        .write("Dockerfile", "FROM scratch\nCOPY a /a\n")
+        .write("a", "a\n");
     let graph = sandbox.stage("mb-parse", &["-f", "Dockerfile"], "");
     for tool in ["mb-plan", "mb-exec"] {
         let output = sandbox.run(tool, &[], &graph.to_string());
@@ -62,9 +74,16 @@ fn wrong_document_kind_is_rejected_with_exit_2() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains("got `graph`"), "{tool}: {stderr}");
     }
-    let output = sandbox.run("mb-oci", &["export", "--layout", "out", "--tag", "x"], &graph.to_string());
+    let output = sandbox.run(
+        "mb-oci",
+        &["export", "--layout", "out", "--tag", "x"],
+        &graph.to_string(),
+    );
     assert_eq!(output.status.code(), Some(2));
-    assert!(!sandbox.context().join("out").exists(), "nothing is written on bad input");
+    assert!(
+        !sandbox.context().join("out").exists(),
+        "nothing is written on bad input"
+    );
 }
 
 #[test]

@@ -134,7 +134,8 @@ impl Sandbox {
             std::fs::create_dir_all(parent)
                 .unwrap_or_else(|error| panic!("{}: {error}", parent.display()));
         }
-        std::fs::write(&path, content).unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+        std::fs::write(&path, content)
+            .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
         self
     }
 

@@ -8,7 +8,10 @@ fn skopeo_and_umoci_accept_the_exported_layout() {
         return;
     }
     for tool in ["skopeo", "umoci"] {
-        assert!(which(tool).is_some(), "{tool} is needed: apt-get install {tool}");
+        assert!(
+            which(tool).is_some(),
+            "{tool} is needed: apt-get install {tool}"
+        );
     }
     let sandbox = Sandbox::new();
     sandbox.import_busybox();
@@ -26,20 +29,36 @@ fn skopeo_and_umoci_accept_the_exported_layout() {
     let config: serde_json::Value =
         serde_json::from_str(&external("skopeo", &["inspect", "--config", &reference]))
             .unwrap_or_default();
-    assert_eq!(config["config"]["Cmd"], serde_json::json!(["cat", "/greeting"]));
-    assert!(config["config"]["ExposedPorts"]["80/tcp"].is_object(), "{config}");
+    assert_eq!(
+        config["config"]["Cmd"],
+        serde_json::json!(["cat", "/greeting"])
+    );
+    assert!(
+        config["config"]["ExposedPorts"]["80/tcp"].is_object(),
+        "{config}"
+    );
     assert!(config["config"]["Env"]
         .as_array()
         .is_some_and(|env| env.iter().any(|var| var == "GREETING=hi")));
-    assert_eq!(config["history"].as_array().map(Vec::len), Some(5), "{config}");
+    assert_eq!(
+        config["history"].as_array().map(Vec::len),
+        Some(5),
+        "{config}"
+    );
 
     let bundle = sandbox.path().join("unpacked");
     let image = format!("{}:app:latest", layout.display());
-    external("umoci", &["unpack", "--image", &image, &bundle.to_string_lossy()]);
+    external(
+        "umoci",
+        &["unpack", "--image", &image, &bundle.to_string_lossy()],
+    );
     let greeting = std::fs::read_to_string(bundle.join("rootfs/greeting")).unwrap_or_default();
     assert_eq!(greeting, "hi\n");
 
     sandbox.export(&build.result, "app:v2");
     let index = std::fs::read_to_string(layout.join("index.json")).unwrap_or_default();
-    assert!(index.contains("app:latest") && index.contains("app:v2"), "{index}");
+    assert!(
+        index.contains("app:latest") && index.contains("app:v2"),
+        "{index}"
+    );
 }

@@ -27,7 +27,10 @@ fn sandbox() -> Sandbox {
 
 fn settings(sandbox: &Sandbox) -> insta::Settings {
     let mut settings = insta::Settings::clone_current();
-    settings.add_filter(&regex_escape(&sandbox.path().to_string_lossy()), "[SANDBOX]");
+    settings.add_filter(
+        &regex_escape(&sandbox.path().to_string_lossy()),
+        "[SANDBOX]",
+    );
     settings.add_filter(r#""duration_ms": \d+"#, r#""duration_ms": "[DURATION]""#);
     settings.add_filter(r#""created": "[^"]+""#, r#""created": "[TIME]""#);
     settings
@@ -36,7 +39,10 @@ fn settings(sandbox: &Sandbox) -> insta::Settings {
 fn regex_escape(text: &str) -> String {
     text.chars()
         .flat_map(|c| {
-            let escape = matches!(c, '.' | '*' | '+' | '?' | '(' | ')' | '[' | ']' | '{' | '}' | '|' | '^' | '$' | '\\');
+            let escape = matches!(
+                c,
+                '.' | '*' | '+' | '?' | '(' | ')' | '[' | ']' | '{' | '}' | '|' | '^' | '$' | '\\'
+            );
             escape.then_some('\\').into_iter().chain(std::iter::once(c))
         })
         .collect()
@@ -45,7 +51,11 @@ fn regex_escape(text: &str) -> String {
 #[test]
 fn graph_context_and_plan_documents() {
     let sandbox = sandbox();
-    let graph = sandbox.stage("mb-parse", &["-f", "Dockerfile", "--build-arg", "VERSION=2.5"], "");
+    let graph = sandbox.stage(
+        "mb-parse",
+        &["-f", "Dockerfile", "--build-arg", "VERSION=2.5"],
+        "",
+    );
     let context = sandbox.stage("mb-hash", &["--context", "."], &graph.to_string());
     let plan = sandbox.stage("mb-plan", &[], &context.to_string());
     settings(&sandbox).bind(|| {

@@ -115,7 +115,11 @@ mod tests {
 
     #[test]
     fn checked_in_completions_are_fresh() -> Result<(), String> {
-        check(&workspace_root(), &completions()?, "cargo xtask completions")
+        check(
+            &workspace_root(),
+            &completions()?,
+            "cargo xtask completions",
+        )
     }
 
     #[test]
@@ -123,8 +127,13 @@ mod tests {
         let dir = tempfile_dir()?;
         let files = vec![(PathBuf::from("man/x.1"), b"new".to_vec())];
         write(&dir, &vec![(PathBuf::from("man/x.1"), b"old".to_vec())])?;
-        let error = check(&dir, &files, "cargo xtask man").err().unwrap_or_default();
-        assert!(error.contains("man/x.1") && error.contains("cargo xtask man"), "{error}");
+        let error = check(&dir, &files, "cargo xtask man")
+            .err()
+            .unwrap_or_default();
+        assert!(
+            error.contains("man/x.1") && error.contains("cargo xtask man"),
+            "{error}"
+        );
         write(&dir, &files)?;
         check(&dir, &files, "cargo xtask man")
     }

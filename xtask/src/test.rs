@@ -10,7 +10,17 @@ pub fn run(root: &Path) -> Result<(), String> {
     let steps: [(&str, &[&str]); 5] = [
         ("examples/prerequisites.sh", &["--tests"]),
         ("cargo", &["fmt", "--all", "--check"]),
-        ("cargo", &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]),
+        (
+            "cargo",
+            &[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ],
+        ),
         ("cargo", &["build", "--workspace", "--bins"]),
         ("cargo", &["test", "--workspace"]),
     ];

@@ -361,7 +361,8 @@ fn write_dir_entries(
     Ok(())
 }
 
-fn is_overlay_opaque(path: &Path) -> bool {
+/// Whether overlayfs marked a directory opaque (deleted and made again in the upper layer).
+pub fn is_overlay_opaque(path: &Path) -> bool {
     matches!(
         read_xattr(path, OVERLAY_OPAQUE_XATTR).as_deref(),
         Some(b"y")

@@ -130,11 +130,21 @@ pub fn init_layout(layout: &Path, tmp_dir: &Path) -> Result<(), CoreError> {
     Ok(())
 }
 
+/// The mode of everything the store and exported layouts hold: temporary files start private,
+/// but layouts are read by other users and tools (skopeo, umoci).
+const PUBLIC_FILE_MODE: u32 = 0o644;
+
+fn make_public_and_sync(file: &File) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    file.set_permissions(fs::Permissions::from_mode(PUBLIC_FILE_MODE))?;
+    file.sync_all()
+}
+
 /// Writes `bytes` to a temporary file in `tmp_dir`, syncs it and renames it to `path`.
 pub fn write_atomically(tmp_dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), CoreError> {
     let mut file = tempfile::NamedTempFile::new_in(tmp_dir).map_err(CoreError::io(tmp_dir))?;
     file.write_all(bytes)
-        .and_then(|()| file.as_file().sync_all())
+        .and_then(|()| make_public_and_sync(file.as_file()))
         .map_err(CoreError::io(file.path()))?;
     file.persist(path)
         .map_err(|error| CoreError::io(path)(error.error))?;
@@ -290,19 +300,23 @@ impl Store {
         self.root.join("stat-cache")
     }
 
-    /// The manifest descriptor of a named image.
-    pub fn image(&self, name: &str) -> Result<Option<Descriptor>, CoreError> {
+    /// The index of named images.
+    pub fn index(&self) -> Result<Index, CoreError> {
         let index_path = self.root.join("index.json");
         let bytes = match fs::read(&index_path) {
             Ok(bytes) => bytes,
-            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Index::default()),
             Err(error) => return Err(CoreError::io(&index_path)(error)),
         };
-        let index: Index = serde_json::from_slice(&bytes).map_err(|source| CoreError::Json {
+        serde_json::from_slice(&bytes).map_err(|source| CoreError::Json {
             path: index_path,
             source,
-        })?;
-        Ok(index.find(name).cloned())
+        })
+    }
+
+    /// The manifest descriptor of a named image.
+    pub fn image(&self, name: &str) -> Result<Option<Descriptor>, CoreError> {
+        Ok(self.index()?.find(name).cloned())
     }
 
     /// Names an image in the store.

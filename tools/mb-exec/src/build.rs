@@ -50,8 +50,9 @@ struct Build<'a> {
     document: &'a Document,
     plan: &'a PlanSection,
     options: &'a Options,
-    /// RFC 3339 time for the image and its new history entries.
-    created: String,
+    /// The newest `created` time of the step outputs the image is made of: the image's time
+    /// when SOURCE_DATE_EPOCH is not set, so a fully cached rebuild gives the same image.
+    newest_output: Mutex<Option<i64>>,
     stage_outputs: Mutex<HashMap<usize, StageOutput>>,
     step_results: Mutex<Vec<Option<StepResult>>>,
 }
@@ -70,13 +71,12 @@ pub fn execute(
     let dependencies = stage_dependencies(plan)?;
     check_steps(plan)?;
     check_prerequisites(plan, &options.runtime)?;
-    let created = image::rfc3339(plan.source_date_epoch.unwrap_or_else(now_seconds));
     let build = Build {
         store,
         document,
         plan,
         options,
-        created: created.clone(),
+        newest_output: Mutex::new(None),
         stage_outputs: Mutex::new(HashMap::new()),
         step_results: Mutex::new(vec![None; plan.steps.len()]),
     };
@@ -88,12 +88,29 @@ pub fn execute(
         .last()
         .ok_or_else(|| ExecError::BadPlan("the plan has no stages".to_string()))?;
     let output = build.stage_output(target.index)?;
+    let newest_output = *build
+        .newest_output
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    let created = image::rfc3339(
+        plan.source_date_epoch
+            .or(newest_output)
+            .unwrap_or_else(now_seconds),
+    );
+    let history = output
+        .history
+        .into_iter()
+        .map(|entry| HistoryEntry {
+            created: entry.created.or_else(|| Some(created.clone())),
+            ..entry
+        })
+        .collect();
     let image = image::assemble(
         store,
         ImageParts {
             platform: &plan.platform,
             config: &target.config,
-            history: output.history,
+            history,
             layers: &output.layers,
             created: Some(created),
             annotations: BTreeMap::new(),
@@ -258,10 +275,7 @@ impl Build<'_> {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)[step_index] = Some(result);
         }
-        history.extend(stage.history.iter().map(|entry| HistoryEntry {
-            created: entry.created.clone().or_else(|| Some(self.created.clone())),
-            ..entry.clone()
-        }));
+        history.extend(stage.history.iter().cloned());
         self.stage_outputs
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -280,6 +294,8 @@ impl Build<'_> {
         if step.status == StepStatus::Hit {
             let layer = step.layer.clone().ok_or_else(|| missing("a layer"))?;
             let key = step.key.clone().ok_or_else(|| missing("a key"))?;
+            let built = self.store.result(&key)?.map(|output| output.created);
+            self.note_output_time(built.unwrap_or_else(now_seconds));
             return Ok(self.finished(
                 step,
                 key,
@@ -295,6 +311,7 @@ impl Build<'_> {
         };
         if step.status == StepStatus::Pending {
             if let Some(output) = self.store.result(&key)? {
+                self.note_output_time(output.created);
                 return Ok(self.finished(
                     step,
                     key,
@@ -308,16 +325,26 @@ impl Build<'_> {
         let started = Instant::now();
         let layer = self.execute_step(step, layers, prefix)?;
         let duration = started.elapsed();
+        let created = now_seconds();
+        self.note_output_time(created);
         self.store.put_result(
             &key,
             &StepOutput {
                 layer: layer.clone(),
                 created_by: step.display.clone(),
-                created: now_seconds(),
+                created,
                 duration_ms: duration.as_millis() as u64,
             },
         )?;
         Ok(self.finished(step, key, layer, StepOutcome::Ran, duration, prefix))
+    }
+
+    fn note_output_time(&self, created: i64) {
+        let mut newest = self
+            .newest_output
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        *newest = Some(newest.map_or(created, |known| known.max(created)));
     }
 
     /// The key mb-plan would have computed had it known the step's inputs.

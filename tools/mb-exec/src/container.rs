@@ -185,7 +185,7 @@ fn remove_mount_points(upper: &Path, mount_paths: &[MountPath]) -> Result<(), Ex
             Some(before) => {
                 empty_dir
                     && before == (metadata.mode() & 0o7777, metadata.uid(), metadata.gid())
-                    && !is_opaque(&path)
+                    && !mb_core::layer::is_overlay_opaque(&path)
             }
         };
         if removable {
@@ -198,26 +198,6 @@ fn remove_mount_points(upper: &Path, mount_paths: &[MountPath]) -> Result<(), Ex
         }
     }
     Ok(())
-}
-
-/// Whether overlayfs marked a directory opaque (it was deleted and made again): such a
-/// directory hides the lower one and must stay in the layer even when empty.
-fn is_opaque(path: &Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
-        return true;
-    };
-    let mut value = [0u8; 4];
-    // SAFETY: both strings are NUL-terminated and the buffer's length is passed with it.
-    let n_bytes = unsafe {
-        libc::lgetxattr(
-            c_path.as_ptr(),
-            c"trusted.overlay.opaque".as_ptr(),
-            value.as_mut_ptr().cast(),
-            value.len(),
-        )
-    };
-    n_bytes == 1 && value[0] == b'y'
 }
 
 /// Docker's default capability set for build containers.

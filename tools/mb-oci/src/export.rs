@@ -82,7 +82,6 @@ pub fn run(store: &Store, layout_dir: &Path, tags: &[String]) -> Result<(), OciE
             index.set(tag, descriptor.clone());
         }
     })?;
-    layout.make_metadata_public()?;
     tracing::info!(
         "exported {} to {} as {}",
         image.manifest,

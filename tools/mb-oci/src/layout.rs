@@ -152,17 +152,6 @@ impl Layout {
         Ok(())
     }
 
-    /// Makes the layout's `index.json` and `oci-layout`, which the shared crate writes with a
-    /// temporary file's private mode, readable by everyone like the blobs.
-    pub fn make_metadata_public(&self) -> Result<(), OciError> {
-        for name in ["index.json", "oci-layout"] {
-            let path = self.root.join(name);
-            fs::set_permissions(&path, fs::Permissions::from_mode(PUBLIC_FILE_MODE))
-                .map_err(|error| self.blob_error(CoreError::io(&path)(error)))?;
-        }
-        Ok(())
-    }
-
     /// The name each manifest of the index has, for messages; unnamed ones show their digest.
     pub fn names(index: &Index) -> String {
         index

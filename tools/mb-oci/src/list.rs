@@ -1,14 +1,11 @@
 //! `mb-oci ls` and `mb-oci inspect`: what the store's named images are, and what one of them
 //! is made of (its manifest and config, as `crane manifest` and `crane config` print them).
 
-use std::fs;
-use std::io;
-
 use serde::Serialize;
 
 use mb_core::document::SCHEMA_VERSION;
 use mb_core::image::Manifest;
-use mb_core::store::{Index, REF_NAME};
+use mb_core::store::REF_NAME;
 use mb_core::{reference, CoreError, Digest, Store};
 
 use crate::error::OciError;
@@ -56,15 +53,7 @@ pub struct Inspection {
 
 /// The named images of the store, sorted by name.
 pub fn named_images(store: &Store) -> Result<Vec<NamedImage>, OciError> {
-    let index_path = store.root().join("index.json");
-    let index: Index = match fs::read(&index_path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| CoreError::Json {
-            path: index_path.clone(),
-            source,
-        })?,
-        Err(error) if error.kind() == io::ErrorKind::NotFound => Index::default(),
-        Err(error) => return Err(CoreError::io(&index_path)(error).into()),
-    };
+    let index = store.index()?;
     let mut images: Vec<NamedImage> = index
         .manifests
         .into_iter()
