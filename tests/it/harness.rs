@@ -71,12 +71,12 @@ fn nix_is_root() -> bool {
 /// One test's world: a build context, a store and scratch space in a temp dir.
 pub struct Sandbox {
     dir: tempfile::TempDir,
+    source_date_epoch: Option<String>,
 }
 
 /// The documents of one trip through the pipe.
 pub struct Build {
     pub graph: Value,
-    pub context: Value,
     pub plan: Value,
     pub result: Value,
 }
@@ -112,7 +112,16 @@ impl Sandbox {
             .unwrap_or_else(|error| panic!("creating a temp dir: {error}"));
         std::fs::create_dir_all(dir.path().join("context"))
             .unwrap_or_else(|error| panic!("creating the context: {error}"));
-        Sandbox { dir }
+        Sandbox {
+            dir,
+            source_date_epoch: None,
+        }
+    }
+
+    /// Runs every tool with SOURCE_DATE_EPOCH set, for reproducible digests.
+    pub fn with_source_date_epoch(mut self, epoch: &str) -> Sandbox {
+        self.source_date_epoch = Some(epoch.to_string());
+        self
     }
 
     pub fn path(&self) -> &Path {
@@ -147,6 +156,9 @@ impl Sandbox {
             .env("MEMOBUILD_STORE", self.store())
             .env_remove("SOURCE_DATE_EPOCH")
             .env_remove("RUST_LOG");
+        if let Some(epoch) = &self.source_date_epoch {
+            command.env("SOURCE_DATE_EPOCH", epoch);
+        }
         command
     }
 
@@ -205,7 +217,6 @@ impl Sandbox {
         let result = self.stage("mb-exec", &[], &plan.to_string());
         Build {
             graph,
-            context,
             plan,
             result,
         }

@@ -18,7 +18,8 @@ CMD [\"/bin/app\"]
 ";
 
 fn sandbox() -> Sandbox {
-    let sandbox = Sandbox::new();
+    // Without SOURCE_DATE_EPOCH, file times (and so layer digests) would differ on every run.
+    let sandbox = Sandbox::new().with_source_date_epoch("1700000000");
     sandbox
         .write("Dockerfile", DOCKERFILE)
         .write("app.txt", "the app\n");
