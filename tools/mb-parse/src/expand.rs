@@ -25,6 +25,10 @@ pub fn expand_word<V: Variables + ?Sized>(
     escape: char,
     variables: &V,
 ) -> Result<String, String> {
+    // Most words have nothing to expand; skip the lexer (and its allocations) for them.
+    if !word.contains(['$', '\'', '"', escape]) {
+        return Ok(word.to_string());
+    }
     WordLexer::new(word, escape, variables, false).whole()
 }
 

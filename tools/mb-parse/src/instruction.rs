@@ -188,17 +188,13 @@ fn syntax(
         }
         "COPY" | "ADD" => {
             let (mut words, form) = list(keyword, arguments)?;
-            let heredoc_words = words
-                .iter()
-                .filter(|word| !raw.heredocs.is_empty() && heredoc_marker(word).is_some())
-                .count();
             if words.len() < 2 {
                 return Err(format!(
                     "{keyword} needs at least one source and a destination"
                 ));
             }
             let destination = words.pop().unwrap_or_default();
-            if heredoc_words > 0 {
+            if !raw.heredocs.is_empty() {
                 words.retain(|word| heredoc_marker(word).is_none());
             }
             return Ok((
