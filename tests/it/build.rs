@@ -155,3 +155,72 @@ fn run_image(sandbox: &Sandbox, result: &serde_json::Value, tag: &str) -> String
     let id = format!("mb-test-{}", std::process::id());
     external("runc", &["run", "--bundle", &bundle_arg, &id])
 }
+
+/// Two stages that can only both succeed if they run at the same time: one listens on a port,
+/// the other connects to it. With `--jobs 1` the listener gives up and the build fails.
+// nc must not be the shell's last command: the shell would exec it as PID 1 of the container,
+// which ignores the SIGTERM from `timeout`.
+const RENDEZVOUS: &str = "\
+FROM busybox AS listener
+ARG PORT
+ARG WAIT
+RUN timeout $WAIT nc -l -p $PORT > /received; test -s /received
+
+FROM busybox AS sender
+ARG PORT
+ARG WAIT
+RUN for attempt in $(seq $((WAIT * 10))); do \\
+      echo ping | nc 127.0.0.1 $PORT && exit 0; sleep 0.1; \\
+    done; exit 1
+
+FROM scratch
+COPY --from=listener /received /received
+COPY --from=sender /etc/passwd /passwd
+";
+
+fn free_port() -> String {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port().to_string())
+        .unwrap_or_else(|error| panic!("finding a free port: {error}"))
+}
+
+#[test]
+fn independent_stages_run_at_the_same_time() {
+    if !can_run_containers("independent_stages_run_at_the_same_time") {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    sandbox.import_busybox();
+    sandbox.write("Dockerfile", RENDEZVOUS);
+    let port = free_port();
+    let build = sandbox.build(&[
+        "--build-arg",
+        &format!("PORT={port}"),
+        "--build-arg",
+        "WAIT=30",
+    ]);
+    assert_eq!(build.result["result"]["n_ran"], 4);
+
+    let port = free_port();
+    let graph = sandbox.stage(
+        "mb-parse",
+        &[
+            "-f",
+            "Dockerfile",
+            "--build-arg",
+            &format!("PORT={port}"),
+            "--build-arg",
+            "WAIT=2",
+        ],
+        "",
+    );
+    let context = sandbox.stage("mb-hash", &["--context", "."], &graph.to_string());
+    let plan = sandbox.stage("mb-plan", &[], &context.to_string());
+    let serial = sandbox.run("mb-exec", &["--jobs", "1"], &plan.to_string());
+    assert_eq!(
+        serial.status.code(),
+        Some(1),
+        "one at a time, the rendezvous cannot happen"
+    );
+}

@@ -266,6 +266,12 @@ fn resolve_action(
                     })
                 }
             };
+            if !instruction.heredocs.is_empty() {
+                return Err(Error::Unsupported {
+                    location,
+                    feature: format!("{} with a heredoc", instruction.keyword),
+                });
+            }
             if *add {
                 return Err(Error::Unsupported {
                     location,
