@@ -260,6 +260,27 @@ impl LayerWriter {
     }
 }
 
+/// The tar entry type and device numbers of a character or block device or a fifo; None for
+/// every other kind of file.
+pub fn special_file(metadata: &fs::Metadata) -> Option<(tar::EntryType, (u32, u32))> {
+    let file_type = metadata.file_type();
+    let kind = if file_type.is_char_device() {
+        tar::EntryType::Char
+    } else if file_type.is_block_device() {
+        tar::EntryType::Block
+    } else if file_type.is_fifo() {
+        tar::EntryType::Fifo
+    } else {
+        return None;
+    };
+    let rdev = metadata.rdev();
+    let device = (
+        nix::sys::stat::major(rdev) as u32,
+        nix::sys::stat::minor(rdev) as u32,
+    );
+    Some((kind, device))
+}
+
 fn split_parent(path: &str) -> (&str, &str) {
     let path = path.trim_end_matches('/');
     match path.rfind('/') {
@@ -340,19 +361,7 @@ fn write_dir_entries(
             layer.file(&entry_relative, meta, metadata.len(), file)?;
         } else if file_type.is_char_device() && options.overlay_whiteouts && metadata.rdev() == 0 {
             layer.whiteout(&entry_relative)?;
-        } else if file_type.is_char_device() || file_type.is_block_device() || file_type.is_fifo() {
-            let kind = if file_type.is_char_device() {
-                tar::EntryType::Char
-            } else if file_type.is_block_device() {
-                tar::EntryType::Block
-            } else {
-                tar::EntryType::Fifo
-            };
-            let rdev = metadata.rdev();
-            let device = (
-                nix::sys::stat::major(rdev) as u32,
-                nix::sys::stat::minor(rdev) as u32,
-            );
+        } else if let Some((kind, device)) = special_file(&metadata) {
             layer.special(&entry_relative, kind, meta, device)?;
         } else {
             tracing::warn!("skipping socket {}", path.display());

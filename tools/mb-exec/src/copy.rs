@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, Read};
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+
 use std::path::{Path, PathBuf};
 
 use mb_core::context::{EntryKind, Selection};
@@ -486,25 +486,14 @@ fn add_entry(
         }
     } else if file_type.is_symlink() {
         Content::Symlink(fs::read_link(source).map_err(ExecError::io(source))?)
-    } else if is_whiteout(metadata) || file_type.is_socket() {
-        // A whiteout only means something between layers, and sockets cannot be archived.
+    } else if is_whiteout(metadata) {
+        // A whiteout only means something between layers.
         return Ok(());
+    } else if let Some((kind, device)) = mb_core::layer::special_file(metadata) {
+        Content::Special { kind, device }
     } else {
-        let kind = if file_type.is_char_device() {
-            tar::EntryType::Char
-        } else if file_type.is_block_device() {
-            tar::EntryType::Block
-        } else {
-            tar::EntryType::Fifo
-        };
-        let rdev = metadata.rdev();
-        Content::Special {
-            kind,
-            device: (
-                nix::sys::stat::major(rdev) as u32,
-                nix::sys::stat::minor(rdev) as u32,
-            ),
-        }
+        tracing::warn!("skipping socket {}", source.display());
+        return Ok(());
     };
     plan.add(path, meta, content);
     Ok(())
