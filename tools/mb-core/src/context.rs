@@ -27,11 +27,23 @@ pub struct ContextSection {
 }
 
 impl ContextSection {
-    /// The selection of instruction `instruction` of stage `stage`.
+    /// The selection of the COPY/ADD `instruction` of stage `stage`.
     pub fn selection(&self, stage: usize, instruction: usize) -> Option<&Selection> {
-        self.selections
-            .iter()
-            .find(|selection| selection.stage == stage && selection.instruction == instruction)
+        self.mount_selection(stage, instruction, None)
+    }
+
+    /// The selection of bind mount `mount` of a RUN, or with None of a COPY/ADD.
+    pub fn mount_selection(
+        &self,
+        stage: usize,
+        instruction: usize,
+        mount: Option<usize>,
+    ) -> Option<&Selection> {
+        self.selections.iter().find(|selection| {
+            selection.stage == stage
+                && selection.instruction == instruction
+                && selection.mount == mount
+        })
     }
 }
 
@@ -42,6 +54,10 @@ pub struct Selection {
     pub stage: usize,
     /// The instruction's index within its stage.
     pub instruction: usize,
+    /// For a `RUN --mount=type=bind` from the context: the mount's index among the RUN's
+    /// mounts. None for COPY and ADD.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mount: Option<usize>,
     /// The BLAKE3 digest over the entries (names, types, modes, contents, link targets).
     pub digest: String,
     /// Regular files selected.

@@ -101,6 +101,9 @@ pub struct Stage {
     pub location: Location,
     /// What the stage starts from.
     pub base: Base,
+    /// `FROM --platform`, when it names a platform other than the build's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<Platform>,
     /// The instructions after `FROM`, in order.
     pub instructions: Vec<Instruction>,
 }
@@ -286,6 +289,9 @@ pub enum Op {
         /// `--network`, when given (`default`, `none`, `host`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         network: Option<String>,
+        /// `--mount` specifications, expanded.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        mounts: Vec<RunMount>,
     },
     /// COPY or ADD.
     Copy {
@@ -304,6 +310,12 @@ pub enum Op {
         /// `--chmod`, expanded.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         chmod: Option<String>,
+        /// `--link`.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        link: bool,
+        /// ADD `--checksum=sha256:...`, for URL sources.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        checksum: Option<String>,
     },
     /// ENV.
     Env {
@@ -360,6 +372,98 @@ pub enum Op {
         /// The signal, expanded.
         signal: String,
     },
+    /// HEALTHCHECK.
+    Healthcheck {
+        /// The check; `test` is `["NONE"]` to disable an inherited one.
+        healthcheck: Healthcheck,
+    },
+    /// ONBUILD: a trigger recorded in the image for builds that use it as a base.
+    Onbuild {
+        /// The trigger instruction as written.
+        trigger: String,
+    },
+}
+
+/// A HEALTHCHECK as the image config records it (Docker's field names).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Healthcheck {
+    /// `["NONE"]`, `["CMD", ...]` or `["CMD-SHELL", script]`.
+    pub test: Vec<String>,
+    /// Nanoseconds between checks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<u64>,
+    /// Nanoseconds before a check counts as failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<u64>,
+    /// Nanoseconds of start-up during which failures do not count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_period: Option<u64>,
+    /// Nanoseconds between checks during the start period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_interval: Option<u64>,
+    /// Failures in a row before the container is unhealthy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
+}
+
+/// The kind of a `RUN --mount`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MountKind {
+    /// A directory or file from the context, a stage or an image.
+    Bind,
+    /// A persistent cache directory, never part of a layer or key.
+    Cache,
+    /// An empty tmpfs.
+    Tmpfs,
+    /// A secret file (or variable), never written anywhere.
+    Secret,
+    /// An SSH agent socket.
+    Ssh,
+}
+
+/// One `RUN --mount=...`, expanded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunMount {
+    /// bind, cache, tmpfs, secret or ssh.
+    #[serde(rename = "type")]
+    pub kind: MountKind,
+    /// Where it appears in the container, absolute (secrets default to `/run/secrets/<id>`).
+    pub target: String,
+    /// `from=`: where a bind or cache mount's content comes from (the context by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<CopyFrom>,
+    /// `source=`: the path within `from`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// `rw`/`readwrite` for bind mounts (writes are discarded).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_write: bool,
+    /// `id=` of a cache, secret or ssh mount.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// `sharing=` of a cache mount: shared, private or locked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sharing: Option<String>,
+    /// `mode=`, octal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<u32>,
+    /// `uid=`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    /// `gid=`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gid: Option<u32>,
+    /// `size=` of a tmpfs, in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// `required=` of a secret or ssh mount.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub required: bool,
+    /// `env=` of a secret: expose it as this environment variable instead of (or besides) a file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<String>,
 }
 
 impl Op {

@@ -19,6 +19,11 @@ use crate::store::Store;
 /// The PATH an image gets when its base sets none, as docker build does.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
+/// Docker's config field for HEALTHCHECK.
+pub const HEALTHCHECK_FIELD: &str = "Healthcheck";
+/// Docker's config field for ONBUILD triggers.
+pub const ONBUILD_FIELD: &str = "OnBuild";
+
 /// The default shell for shell-form commands.
 pub fn default_shell() -> Vec<String> {
     vec!["/bin/sh".to_string(), "-c".to_string()]
@@ -103,8 +108,10 @@ impl ImageConfig {
             .unwrap_or_else(|| "/".to_string())
     }
 
-    /// The config a stage starts with on top of a base's: a default PATH when the base has none.
+    /// The config a stage starts with on top of a base's: a default PATH when the base has none,
+    /// and no ONBUILD triggers (they ran when the base was used, and are not inherited).
     pub fn for_new_stage(mut self) -> ImageConfig {
+        self.other.remove(ONBUILD_FIELD);
         if self.env_var("PATH").is_none() {
             self.set_env("PATH", DEFAULT_PATH);
         }
@@ -150,6 +157,22 @@ impl ImageConfig {
                 self.entrypoint = Some(command.argv());
                 if !*cmd_set_in_stage {
                     self.cmd = None;
+                }
+            }
+            Op::Healthcheck { healthcheck } => {
+                if let Ok(value) = serde_json::to_value(healthcheck) {
+                    self.other.insert(HEALTHCHECK_FIELD.to_string(), value);
+                }
+            }
+            Op::Onbuild { trigger } => {
+                let triggers = self
+                    .other
+                    .entry(ONBUILD_FIELD.to_string())
+                    .or_insert_with(|| serde_json::Value::Array(Vec::new()));
+                if let serde_json::Value::Array(triggers) = triggers {
+                    triggers.push(serde_json::Value::String(trigger.clone()));
+                } else {
+                    *triggers = serde_json::json!([trigger]);
                 }
             }
             Op::Run { .. } | Op::Copy { .. } | Op::Arg { .. } => {}
@@ -443,6 +466,25 @@ mod tests {
             &mut cmd_set,
         );
         assert_eq!(own.cmd, Some(vec!["--help".to_string()]));
+    }
+
+    #[test]
+    fn onbuild_triggers_accumulate_and_are_not_inherited() {
+        let mut config = ImageConfig::default();
+        let mut cmd_set = false;
+        for trigger in ["RUN make", "COPY . /src"] {
+            config.apply(
+                &Op::Onbuild {
+                    trigger: trigger.into(),
+                },
+                &mut cmd_set,
+            );
+        }
+        assert_eq!(
+            config.other.get(ONBUILD_FIELD),
+            Some(&serde_json::json!(["RUN make", "COPY . /src"]))
+        );
+        assert_eq!(config.for_new_stage().other.get(ONBUILD_FIELD), None);
     }
 
     #[test]

@@ -73,6 +73,7 @@ mod tests {
             cwd: "/".into(),
             user: String::new(),
             network: "default".into(),
+            mounts: vec![],
         }
     }
 

@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
-use crate::graph::{Location, Platform};
+use crate::graph::{Heredoc, Location, Platform, RunMount};
 use crate::image::{HistoryEntry, ImageConfig};
 
 /// The plan.
@@ -148,6 +148,10 @@ pub enum Action {
         user: String,
         /// `default`, `none` or `host`.
         network: String,
+        /// `--mount`s. Bind mounts' content enters the key through the step's inputs; cache,
+        /// tmpfs and secret mounts enter only by their specification, never their content.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        mounts: Vec<RunMount>,
     },
     /// Copy files into the filesystem.
     Copy {
@@ -163,6 +167,15 @@ pub enum Action {
         /// `--chmod`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         chmod: Option<String>,
+        /// `--link`: the layer does not depend on the files below it.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        link: bool,
+        /// True for ADD: local archives are unpacked.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        unpack_archives: bool,
+        /// Files given inline (`COPY <<EOF /dest`), bodies already expanded.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        heredocs: Vec<Heredoc>,
     },
     /// Create the working directory.
     Workdir {
@@ -187,4 +200,20 @@ pub enum CopyInput {
         /// That stage's index.
         index: usize,
     },
+    /// The filesystem of an image in the store.
+    Image {
+        /// The normalised reference.
+        reference: String,
+        /// The manifest it resolved to.
+        manifest: Digest,
+    },
+    /// Files downloaded by ADD; their content enters the key through `checksum` when given,
+    /// otherwise the step stays pending until mb-exec has downloaded them.
+    Url {
+        /// `sha256:...` from `--checksum`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        checksum: Option<String>,
+    },
+    /// Only heredoc files: no input besides the instruction itself.
+    Inline,
 }

@@ -385,7 +385,8 @@ impl Build<'_> {
                 cwd,
                 user,
                 network,
-            } => container::run(
+                mounts,
+            } if mounts.is_empty() => container::run(
                 self.store,
                 &self.options.runtime,
                 layers,
@@ -407,7 +408,10 @@ impl Build<'_> {
                 destination,
                 chown,
                 chmod,
-            } => {
+                link: _,
+                unpack_archives: false,
+                heredocs,
+            } if heredocs.is_empty() => {
                 let parent = RootView::open(self.store, layers)?;
                 let target = LayerTarget {
                     store: self.store,
@@ -448,8 +452,12 @@ impl Build<'_> {
                             &options,
                         )
                     }
+                    CopyInput::Image { .. } | CopyInput::Url { .. } | CopyInput::Inline => {
+                        Err(unsupported(step))
+                    }
                 }
             }
+            Action::Run { .. } | Action::Copy { .. } => Err(unsupported(step)),
             Action::Workdir { path, user } => {
                 let parent = RootView::open(self.store, layers)?;
                 let target = LayerTarget {
@@ -492,6 +500,15 @@ impl Build<'_> {
             duration_ms: duration.as_millis() as u64,
         }
     }
+}
+
+/// A plan from a newer mb-plan may ask for what this mb-exec cannot do; it must say so rather
+/// than build something else.
+fn unsupported(step: &PlanStep) -> ExecError {
+    ExecError::BadPlan(format!(
+        "{}: {} uses a feature mb-exec does not support yet",
+        step.location, step.display
+    ))
 }
 
 fn now_seconds() -> i64 {

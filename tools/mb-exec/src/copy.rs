@@ -587,6 +587,7 @@ mod tests {
         let selection = Selection {
             stage: 0,
             instruction: 0,
+            mount: None,
             digest: "d".into(),
             n_files: 1,
             n_bytes: 9,

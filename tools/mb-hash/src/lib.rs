@@ -147,6 +147,7 @@ fn fingerprint_build(context: &Path, exclude_from: Option<&Path>) -> Result<(), 
             Selection {
                 stage,
                 instruction,
+                mount: None,
                 digest: fingerprint::entries_digest(&entries),
                 n_files,
                 n_bytes,

@@ -143,6 +143,7 @@ pub fn build_graph(
             name: draft.name().map(str::to_string),
             location: builder.location(&draft.from),
             base: base.clone(),
+            platform: None,
             instructions,
         });
     }
@@ -471,6 +472,7 @@ impl Builder<'_> {
                     command: scope.command(command),
                     args_env: scope.args_env(),
                     network: network.clone(),
+                    mounts: Vec::new(),
                 }
             }
             Syntax::Copy(copy) => {
@@ -495,6 +497,8 @@ impl Builder<'_> {
                     destination: copy_destination(&scope.workdir, &destination),
                     chown: copy.chown.as_deref().map(expand).transpose()?,
                     chmod: copy.chmod.as_deref().map(expand).transpose()?,
+                    link: false,
+                    checksum: None,
                 }
             }
             Syntax::Env(pairs) => {
@@ -1056,6 +1060,8 @@ mod tests {
                 destination: "/dst/".into(),
                 chown: Some("app:app".into()),
                 chmod: Some("755".into()),
+                link: false,
+                checksum: None,
             }
         );
         let instruction = &graph.stages[0].instructions[2];

@@ -4,6 +4,7 @@
 //! It never runs anything, so `mb-plan --explain` on its own is a dry run: what would rebuild
 //! and why.
 
+mod actions;
 mod planner;
 
 use mb_core::{CoreError, Document, ExitStatus, Failure, Kind};

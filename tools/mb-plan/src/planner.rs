@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use mb_core::graph::{Base, CopyFrom, Instruction, Op, Stage};
+use mb_core::graph::{Base, Stage};
 use mb_core::image::{self, HistoryEntry, ImageConfig};
 use mb_core::key::{chain_id, KeyMaterial, KEY_SCHEME};
 use mb_core::plan::{
@@ -10,6 +10,7 @@ use mb_core::plan::{
 };
 use mb_core::{Document, Store};
 
+use crate::actions::resolve_action;
 use crate::Error;
 
 /// Settings that come from the environment rather than the document.
@@ -31,10 +32,10 @@ impl PlanOptions {
 }
 
 /// What is known about a stage once it is planned.
-struct PlannedStage {
-    config: ImageConfig,
+pub(crate) struct PlannedStage {
+    pub(crate) config: ImageConfig,
     /// Its layers, bottom first, when every one of them is known before the build.
-    layers: Option<Vec<LayerRef>>,
+    pub(crate) layers: Option<Vec<LayerRef>>,
 }
 
 /// Plans the build described by `document` against `store`.
@@ -179,130 +180,6 @@ fn resolve_base(
     }
 }
 
-/// The action of a layer-producing instruction, and the chain ids of the other stages it
-/// reads (None when one of them is not known before the build).
-fn resolve_action(
-    document: &Document,
-    stage: &Stage,
-    instruction_idx: usize,
-    instruction: &Instruction,
-    config: &ImageConfig,
-    planned: &HashMap<usize, PlannedStage>,
-) -> Result<(Action, Option<Vec<String>>), Error> {
-    let location = instruction.location.to_string();
-    let user = config.user.clone().unwrap_or_default();
-    match &instruction.op {
-        Op::Run {
-            command,
-            args_env,
-            network,
-        } => {
-            let mut env = config.env.clone().unwrap_or_default();
-            for arg in args_env {
-                if config.env_var(&arg.name).is_none() {
-                    env.push(format!("{}={}", arg.name, arg.value));
-                }
-            }
-            let network = network.clone().unwrap_or_else(|| "default".to_string());
-            if network != "default" && network != "none" && network != "host" {
-                return Err(Error::Inconsistent {
-                    location,
-                    reason: format!("unknown network mode `{network}`"),
-                });
-            }
-            Ok((
-                Action::Run {
-                    argv: command.argv(),
-                    env,
-                    cwd: config.working_dir_or_root(),
-                    user,
-                    network,
-                },
-                Some(Vec::new()),
-            ))
-        }
-        Op::Copy {
-            add,
-            from,
-            sources,
-            destination,
-            chown,
-            chmod,
-        } => {
-            let (input, inputs) = match from {
-                CopyFrom::Context => {
-                    let selection = document
-                        .context
-                        .as_ref()
-                        .and_then(|context| context.selection(stage.index, instruction_idx))
-                        .ok_or_else(|| Error::Inconsistent {
-                            location: location.clone(),
-                            reason: "mb-hash did not fingerprint this instruction's sources \
-                                     (was the document edited?)"
-                                .to_string(),
-                        })?;
-                    (
-                        CopyInput::Context {
-                            digest: selection.digest.clone(),
-                        },
-                        Some(Vec::new()),
-                    )
-                }
-                CopyFrom::Stage { index } => {
-                    let source = planned.get(index).ok_or_else(|| Error::Inconsistent {
-                        location: location.clone(),
-                        reason: format!("COPY --from stage {index}, which is not built before it"),
-                    })?;
-                    let inputs = source
-                        .layers
-                        .as_ref()
-                        .map(|layers| vec![chain_id(layers.iter().map(|layer| &layer.diff_id))]);
-                    (CopyInput::Stage { index: *index }, inputs)
-                }
-                CopyFrom::Image { reference } => {
-                    return Err(Error::Unsupported {
-                        location,
-                        feature: format!("COPY --from an image ({reference})"),
-                    })
-                }
-            };
-            if !instruction.heredocs.is_empty() {
-                return Err(Error::Unsupported {
-                    location,
-                    feature: format!("{} with a heredoc", instruction.keyword),
-                });
-            }
-            if *add {
-                return Err(Error::Unsupported {
-                    location,
-                    feature: "ADD".to_string(),
-                });
-            }
-            Ok((
-                Action::Copy {
-                    input,
-                    sources: sources.clone(),
-                    destination: destination.clone(),
-                    chown: chown.clone(),
-                    chmod: chmod.clone(),
-                },
-                inputs,
-            ))
-        }
-        Op::Workdir { path } => Ok((
-            Action::Workdir {
-                path: path.clone(),
-                user,
-            },
-            Some(Vec::new()),
-        )),
-        other => Err(Error::Inconsistent {
-            location,
-            reason: format!("{other:?} does not produce a layer"),
-        }),
-    }
-}
-
 /// Computes the step's key when its parent filesystem and inputs are known, and looks it up.
 fn key_step(
     step: &mut PlanStep,
@@ -375,7 +252,7 @@ pub fn explanation(plan: &PlanSection, detailed: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mb_core::graph::{Command, Graph, Location, Platform};
+    use mb_core::graph::{Command, Graph, Instruction, Location, Op, Platform};
     use mb_core::plan::LayerRef;
     use mb_core::store::StepOutput;
     use mb_core::Digest;
@@ -404,6 +281,7 @@ mod tests {
             },
             args_env: vec![],
             network: None,
+            mounts: vec![],
         }
     }
 
@@ -422,6 +300,7 @@ mod tests {
                     end_line: 1,
                 },
                 base: Base::Scratch,
+                platform: None,
                 instructions: vec![
                     instruction(
                         2,

@@ -171,6 +171,7 @@ pub fn graph(stages: &[(usize, Option<&str>)]) -> Graph {
                 name: name.map(str::to_string),
                 location: location(1),
                 base: Base::Scratch,
+                platform: None,
                 instructions: Vec::new(),
             })
             .collect(),
@@ -184,6 +185,7 @@ pub fn shell(script: &str) -> Action {
         cwd: "/".to_string(),
         user: String::new(),
         network: "none".to_string(),
+        mounts: vec![],
     }
 }
 

@@ -15,6 +15,9 @@ fn copy(input: CopyInput, sources: &[&str], destination: &str, chown: Option<&st
         destination: destination.to_string(),
         chown: chown.map(str::to_string),
         chmod: None,
+        link: false,
+        unpack_archives: false,
+        heredocs: vec![],
     }
 }
 
@@ -105,6 +108,7 @@ fn copies_from_context_and_stage_then_rerun_is_cached() -> TestResult {
         selections: vec![Selection {
             stage: 1,
             instruction: 5,
+            mount: None,
             digest: "selection".into(),
             n_files: 1,
             n_bytes: content.len() as u64,
@@ -192,6 +196,7 @@ fn context_file_changed_after_hashing_is_an_error() -> TestResult {
         selections: vec![Selection {
             stage: 0,
             instruction: 2,
+            mount: None,
             digest: "s".into(),
             n_files: 1,
             n_bytes: 7,

@@ -122,6 +122,8 @@ pub fn graph(copies: &[(&[&str], &str)]) -> Result<String, Box<dyn Error>> {
                 destination: destination.to_string(),
                 chown: None,
                 chmod: None,
+                link: false,
+                checksum: None,
             },
         })
         .collect();
@@ -135,6 +137,7 @@ pub fn graph(copies: &[(&[&str], &str)]) -> Result<String, Box<dyn Error>> {
             name: None,
             location: location(1),
             base: Base::Scratch,
+            platform: None,
             instructions,
         }],
     });
