@@ -5,6 +5,7 @@
 //! refreshes it. A test runs the check, so stale files fail `cargo test`. `test` is the one
 //! command that sets up a machine and runs every check CI runs.
 
+mod bench;
 mod generate;
 mod test;
 
@@ -29,6 +30,14 @@ enum Task {
     },
     /// Install what the tests need (as root, with apt-get), then run fmt, clippy and all tests.
     Test,
+    /// Run the criterion benchmarks and the whole-process scenarios, and print the figures.
+    Bench {
+        /// Only benchmarks and scenarios whose name contains this.
+        filter: Option<String>,
+        /// Skip the criterion micro-benchmarks.
+        #[arg(long)]
+        no_criterion: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -39,6 +48,10 @@ fn main() -> ExitCode {
         Task::Completions { check } => generate::completions()
             .and_then(|files| generate::apply(&root, &files, check, "cargo xtask completions")),
         Task::Test => test::run(&root),
+        Task::Bench {
+            filter,
+            no_criterion,
+        } => bench::run(&root, filter.as_deref(), no_criterion),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
