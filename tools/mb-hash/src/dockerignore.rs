@@ -76,6 +76,9 @@ impl IgnoreRules {
 
     /// Whether the context-relative, `/`-separated `path` is excluded.
     pub fn is_excluded(&self, path: &str) -> bool {
+        if self.rules.is_empty() {
+            return false;
+        }
         let parents: Vec<&str> = path
             .match_indices('/')
             .map(|(slash_idx, _)| &path[..slash_idx])

@@ -23,7 +23,7 @@
 //! the same bytes. The source path, mtime, ctime, uid, gid and the context's absolute path are
 //! deliberately left out. Bump the version string on any change.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::fs::File;
 use std::path::Path;
 
@@ -32,16 +32,18 @@ use rayon::prelude::*;
 use mb_core::context::{Entry, EntryKind};
 
 use crate::error::HashError;
+use crate::scan::{ContextTree, Node};
+use crate::statcache::StatCache;
 
 /// Files at least this big are memory-mapped and hashed on several threads; below it, one
 /// read is cheaper than setting up the map.
 const MMAP_THRESHOLD: u64 = 1 << 20;
 
 /// What hashing a file found.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FileDigest {
-    /// BLAKE3 of the content, hex.
-    pub blake3: String,
+    /// BLAKE3 of the content.
+    pub hash: blake3::Hash,
     /// The number of bytes hashed.
     pub size: u64,
 }
@@ -58,41 +60,95 @@ pub fn hash_file(path: &Path, size_hint: u64) -> Result<FileDigest, HashError> {
         hasher.update_reader(file).map_err(HashError::io(path))?;
     }
     Ok(FileDigest {
-        blake3: hasher.finalize().to_hex().to_string(),
+        hash: hasher.finalize(),
         size: hasher.count(),
     })
 }
 
-/// Hashes the files at the context-relative `paths` (with their sizes as hints) in parallel.
-pub fn hash_files(
-    root: &Path,
-    paths: &BTreeSet<(String, u64)>,
-) -> Result<HashMap<String, FileDigest>, HashError> {
-    paths
-        .par_iter()
-        .map(|(relative, size)| Ok((relative.clone(), hash_file(&root.join(relative), *size)?)))
-        .collect()
+/// The digests of the files a run needed, by context-relative path.
+#[derive(Debug, Default)]
+pub struct Hashed<'t> {
+    /// Every needed file's digest.
+    pub digests: HashMap<&'t str, FileDigest>,
+    /// How many of them were read.
+    pub n_read: u64,
+    /// How many came from the stat cache.
+    pub n_cached: u64,
+}
+
+/// The digest of every file in `wanted` (paths and nodes of `tree`, duplicates allowed): from
+/// `cache` when it vouches for the file's stat, else read and hashed, in parallel.
+pub fn hash_files<'t>(
+    tree: &'t ContextTree,
+    mut wanted: Vec<(&'t str, &'t Node)>,
+    cache: &StatCache<'_>,
+) -> Result<Hashed<'t>, HashError> {
+    wanted.sort_unstable_by_key(|(path, _)| *path);
+    wanted.dedup_by_key(|(path, _)| *path);
+    let mut hashed = Hashed {
+        digests: HashMap::with_capacity(wanted.len()),
+        ..Hashed::default()
+    };
+    let mut to_read = Vec::new();
+    for (path, node) in wanted {
+        match cache.lookup(path, &node.stat) {
+            Some(bytes) => {
+                let digest = FileDigest {
+                    hash: blake3::Hash::from_bytes(bytes),
+                    size: node.size,
+                };
+                hashed.digests.insert(path, digest);
+            }
+            None => to_read.push((path, node)),
+        }
+    }
+    hashed.n_cached = hashed.digests.len() as u64;
+    hashed.n_read = to_read.len() as u64;
+    let read: Vec<(&'t str, FileDigest)> = to_read
+        .into_par_iter()
+        .map(|(path, node)| Ok((path, hash_file(&tree.root().join(path), node.size)?)))
+        .collect::<Result<_, HashError>>()?;
+    hashed.digests.extend(read);
+    Ok(hashed)
+}
+
+/// The stat cache a run leaves behind: every file of `tree` it hashed, plus the entries of the
+/// old `cache` that still hold; None when that is exactly the old cache.
+pub fn updated_cache(
+    tree: &ContextTree,
+    hashed: &Hashed<'_>,
+    cache: &StatCache<'_>,
+    started_ns: i64,
+) -> Option<Vec<u8>> {
+    let entries: Vec<(&str, crate::statcache::FileStat, [u8; 32])> = tree
+        .file_paths()
+        .filter_map(|(path, node)| {
+            let digest = match hashed.digests.get(path) {
+                // A file that changed size between the walk and the read gets no entry.
+                Some(digest) if digest.size == node.stat.size => *digest.hash.as_bytes(),
+                Some(_) => return None,
+                None => cache.lookup(path, &node.stat)?,
+            };
+            Some((path, node.stat, digest))
+        })
+        .collect();
+    if hashed.n_read == 0 && entries.len() == cache.len() {
+        return None;
+    }
+    Some(crate::statcache::encode(started_ns, entries.into_iter()))
 }
 
 /// Fills in the digest and size of every file entry from `digests`, keyed by source.
-pub fn apply_digests(entries: &mut [Entry], digests: &HashMap<String, FileDigest>) {
+pub fn apply_digests(entries: &mut [Entry], digests: &HashMap<&str, FileDigest>) {
     for entry in entries
         .iter_mut()
         .filter(|entry| entry.kind == EntryKind::File)
     {
-        if let Some(file_digest) = digests.get(&entry.source) {
-            entry.digest = Some(file_digest.blake3.clone());
+        if let Some(file_digest) = digests.get(entry.source.as_str()) {
+            entry.digest = Some(file_digest.hash.to_hex().to_string());
             entry.size = file_digest.size;
         }
     }
-}
-
-/// The files among `entries` that need hashing, with their sizes.
-pub fn files_of(entries: &[Entry]) -> impl Iterator<Item = (String, u64)> + '_ {
-    entries
-        .iter()
-        .filter(|entry| entry.kind == EntryKind::File)
-        .map(|entry| (entry.source.clone(), entry.size))
 }
 
 fn push_bytes(encoded: &mut Vec<u8>, bytes: &[u8]) {
@@ -191,15 +247,9 @@ mod tests {
             .map(|i| (i % 251) as u8)
             .collect();
         std::fs::write(&big, &big_content)?;
-        assert_eq!(
-            hash_file(&small, 5)?.blake3,
-            blake3::hash(b"small").to_hex().to_string()
-        );
+        assert_eq!(hash_file(&small, 5)?.hash, blake3::hash(b"small"));
         let big_digest = hash_file(&big, big_content.len() as u64)?;
-        assert_eq!(
-            big_digest.blake3,
-            blake3::hash(&big_content).to_hex().to_string()
-        );
+        assert_eq!(big_digest.hash, blake3::hash(&big_content));
         assert_eq!(big_digest.size, big_content.len() as u64);
         let missing = hash_file(&dir.path().join("missing"), 0)
             .err()

@@ -12,21 +12,24 @@ pub mod fingerprint;
 pub mod glob;
 pub mod scan;
 pub mod select;
+pub mod statcache;
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use mb_core::context::{ContextSection, Entry, Selection};
+use mb_core::cli::CommonArgs;
+use mb_core::context::{ContextSection, Entry, EntryKind, Selection};
 use mb_core::document::SCHEMA_VERSION;
-use mb_core::graph::{CopyFrom, Op};
+use mb_core::graph::{CopyFrom, Location, MountKind, Op};
 use mb_core::{Document, Kind};
 
 use crate::dockerignore::IgnoreRules;
 pub use crate::error::HashError;
-use crate::scan::ContextTree;
+use crate::fingerprint::Hashed;
+use crate::scan::{ContextTree, Node};
 use crate::select::CopyFromContext;
+use crate::statcache::StatCache;
 
 /// The command line of `mb-hash`.
 #[derive(Debug, clap::Parser)]
@@ -64,6 +67,10 @@ pub struct TreeDocument {
     pub n_files: u64,
     /// Their total size.
     pub n_bytes: u64,
+    /// Files whose content was read and hashed in this run.
+    pub n_read: u64,
+    /// Files whose hash came from the stat cache.
+    pub n_cached: u64,
     /// Every entry, named by its path below DIR.
     pub entries: Vec<Entry>,
 }
@@ -71,8 +78,8 @@ pub struct TreeDocument {
 /// Runs `mb-hash` as the command line asks.
 pub fn run(cli: Cli) -> Result<(), HashError> {
     match (&cli.context, &cli.dir) {
-        (Some(context), _) => fingerprint_build(context, cli.exclude_from.as_deref()),
-        (None, Some(dir)) => print_tree(dir, cli.exclude_from.as_deref()),
+        (Some(context), _) => fingerprint_build(&cli.common, context, cli.exclude_from.as_deref()),
+        (None, Some(dir)) => print_tree(&cli.common, dir, cli.exclude_from.as_deref()),
         (None, None) => Err(HashError::BadContext {
             path: PathBuf::new(),
             reason: "give the build context with --context DIR, or a DIR to list".to_string(),
@@ -101,64 +108,164 @@ fn read_rules(ignore_file: Option<&Path>) -> Result<IgnoreRules, HashError> {
     ignore_file.map_or_else(|| Ok(IgnoreRules::default()), IgnoreRules::read)
 }
 
-/// Selects and hashes the context for every COPY/ADD of the graph on stdin.
-fn fingerprint_build(context: &Path, exclude_from: Option<&Path>) -> Result<(), HashError> {
+/// A walked context and the wall clock when the walk started, which the stat cache needs to
+/// tell racily clean entries.
+struct Scanned {
+    tree: ContextTree,
+    started_ns: i64,
+}
+
+fn scan(root: &Path, rules: &IgnoreRules) -> Result<Scanned, HashError> {
+    let started_ns = statcache::now_ns();
+    let tree = ContextTree::scan(root, rules)?;
+    Ok(Scanned { tree, started_ns })
+}
+
+/// Hashes the files `wanted` of the scanned context, taking what it can from the store's stat
+/// cache and leaving the cache up to date. The cache only saves work: a store that cannot be
+/// opened or a cache that cannot be read or written is a warning, and every file is read.
+fn hash_with_stat_cache<'t>(
+    common: &CommonArgs,
+    scanned: &'t Scanned,
+    wanted: Vec<(&'t str, &'t Node)>,
+) -> Result<Hashed<'t>, HashError> {
+    let tree = &scanned.tree;
+    let store = match common.open_store() {
+        Ok(store) => store,
+        Err(error) => {
+            tracing::warn!("hashing without the stat cache: {error}");
+            return fingerprint::hash_files(tree, wanted, &StatCache::default());
+        }
+    };
+    let cache_path = statcache::cache_path(&store, tree.root());
+    let bytes = statcache::read(&cache_path);
+    let cache = StatCache::parse(&bytes).unwrap_or_else(|corrupt| {
+        tracing::warn!(
+            "ignoring damaged stat cache {}: {corrupt}",
+            cache_path.display()
+        );
+        StatCache::default()
+    });
+    let hashed = fingerprint::hash_files(tree, wanted, &cache)?;
+    if let Some(updated) = fingerprint::updated_cache(tree, &hashed, &cache, scanned.started_ns) {
+        if let Err(error) = statcache::write(&store, &cache_path, &updated) {
+            tracing::warn!("cannot update the stat cache: {error}");
+        }
+    }
+    Ok(hashed)
+}
+
+/// What one COPY/ADD or bind mount takes from the context, before its files are hashed.
+struct Selected {
+    stage: usize,
+    instruction: usize,
+    mount: Option<usize>,
+    entries: Vec<Entry>,
+}
+
+/// The selections of every COPY/ADD from the context and every `RUN --mount=type=bind` whose
+/// source is the context, in graph order.
+fn select_all(document: &Document, tree: &ContextTree) -> Result<Vec<Selected>, HashError> {
+    let mut selected = Vec::new();
+    for stage in &document.graph.stages {
+        for (instruction_idx, instruction) in stage.instructions.iter().enumerate() {
+            let selection = |mount: Option<usize>, copy: CopyFromContext<'_>| {
+                Ok::<_, HashError>(Selected {
+                    stage: stage.index,
+                    instruction: instruction_idx,
+                    mount,
+                    entries: select::select(tree, &copy)?,
+                })
+            };
+            match &instruction.op {
+                Op::Copy {
+                    add,
+                    from: CopyFrom::Context,
+                    sources,
+                    destination,
+                    ..
+                } => selected.push(selection(
+                    None,
+                    CopyFromContext {
+                        keyword: &instruction.keyword,
+                        location: &instruction.location,
+                        add: *add,
+                        sources,
+                        destination,
+                    },
+                )?),
+                Op::Run { mounts, .. } => {
+                    for (mount_idx, mount) in mounts.iter().enumerate() {
+                        let from_context = matches!(mount.from, None | Some(CopyFrom::Context));
+                        if mount.kind != MountKind::Bind || !from_context {
+                            continue;
+                        }
+                        // A bind mount shows a directory's contents at the target, or a file
+                        // as the target itself: a COPY to a destination without a slash.
+                        let sources = [mount.source.clone().unwrap_or_else(|| ".".to_string())];
+                        selected.push(selection(
+                            Some(mount_idx),
+                            CopyFromContext {
+                                keyword: "RUN --mount",
+                                location: &instruction.location,
+                                add: false,
+                                sources: &sources,
+                                destination: "",
+                            },
+                        )?);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(selected)
+}
+
+/// Selects and hashes the context for every COPY/ADD and bind mount of the graph on stdin.
+fn fingerprint_build(
+    common: &CommonArgs,
+    context: &Path,
+    exclude_from: Option<&Path>,
+) -> Result<(), HashError> {
     let root = open_context(context)?;
     let mut document = Document::read_stdin("mb-hash", &[Kind::Graph])?;
     let dockerfile =
         Some(Path::new(&document.graph.dockerfile)).filter(|path| path != &Path::new("-"));
     let ignore_file = dockerignore::locate(&root, dockerfile, exclude_from);
     let rules = read_rules(ignore_file.as_deref())?;
-    let tree = ContextTree::scan(&root, &rules)?;
+    let scanned = scan(&root, &rules)?;
+    let tree = &scanned.tree;
 
-    let mut selected: Vec<(usize, usize, Vec<Entry>)> = Vec::new();
-    for stage in &document.graph.stages {
-        for (instruction_idx, instruction) in stage.instructions.iter().enumerate() {
-            let Op::Copy {
-                add,
-                from: CopyFrom::Context,
-                sources,
-                destination,
-                ..
-            } = &instruction.op
-            else {
-                continue;
-            };
-            let copy = CopyFromContext {
-                keyword: &instruction.keyword,
-                location: &instruction.location,
-                add: *add,
-                sources,
-                destination,
-            };
-            selected.push((stage.index, instruction_idx, select::select(&tree, &copy)?));
-        }
-    }
-    let to_hash: BTreeSet<(String, u64)> = selected
+    let selected = select_all(&document, tree)?;
+    let wanted = selected
         .iter()
-        .flat_map(|(_, _, entries)| fingerprint::files_of(entries))
+        .flat_map(|selected| &selected.entries)
+        .filter(|entry| entry.kind == EntryKind::File)
+        .filter_map(|entry| tree.entry(&entry.source))
         .collect();
-    let digests = fingerprint::hash_files(&root, &to_hash)?;
+    let hashed = hash_with_stat_cache(common, &scanned, wanted)?;
     let selections: Vec<Selection> = selected
         .into_iter()
-        .map(|(stage, instruction, mut entries)| {
-            fingerprint::apply_digests(&mut entries, &digests);
-            let (n_files, n_bytes) = count_files(&entries);
+        .map(|mut selected| {
+            fingerprint::apply_digests(&mut selected.entries, &hashed.digests);
+            let (n_files, n_bytes) = count_files(&selected.entries);
             Selection {
-                stage,
-                instruction,
-                mount: None,
-                digest: fingerprint::entries_digest(&entries),
+                stage: selected.stage,
+                instruction: selected.instruction,
+                mount: selected.mount,
+                digest: fingerprint::entries_digest(&selected.entries),
                 n_files,
                 n_bytes,
-                entries,
+                entries: selected.entries,
             }
         })
         .collect();
     tracing::info!(
-        "{} selections, {} files hashed, context of {} files",
+        "{} selections, {} files read, {} from the stat cache, context of {} files",
         selections.len(),
-        digests.len(),
+        hashed.n_read,
+        hashed.n_cached,
         tree.n_files()
     );
     document.kind = Kind::Context;
@@ -167,8 +274,8 @@ fn fingerprint_build(context: &Path, exclude_from: Option<&Path>) -> Result<(), 
         ignore_file: ignore_file.map(|path| path.to_string_lossy().into_owned()),
         n_files: tree.n_files(),
         n_bytes: tree.n_bytes(),
-        n_read: digests.len() as u64,
-        n_cached: 0,
+        n_read: hashed.n_read,
+        n_cached: hashed.n_cached,
         selections,
     });
     document.write_stdout()?;
@@ -176,25 +283,32 @@ fn fingerprint_build(context: &Path, exclude_from: Option<&Path>) -> Result<(), 
 }
 
 fn count_files(entries: &[Entry]) -> (u64, u64) {
-    fingerprint::files_of(entries).fold((0, 0), |(n_files, n_bytes), (_, size)| {
-        (n_files + 1, n_bytes + size)
-    })
+    entries
+        .iter()
+        .filter(|entry| entry.kind == EntryKind::File)
+        .fold((0, 0), |(n_files, n_bytes), entry| {
+            (n_files + 1, n_bytes + entry.size)
+        })
 }
 
 /// Prints the manifest of a whole directory.
-fn print_tree(dir: &Path, exclude_from: Option<&Path>) -> Result<(), HashError> {
+fn print_tree(
+    common: &CommonArgs,
+    dir: &Path,
+    exclude_from: Option<&Path>,
+) -> Result<(), HashError> {
     let root = open_context(dir)?;
     let ignore_file = dockerignore::locate(&root, None, exclude_from);
     let rules = read_rules(ignore_file.as_deref())?;
-    let tree = ContextTree::scan(&root, &rules)?;
-    let location = mb_core::graph::Location {
+    let scanned = scan(&root, &rules)?;
+    let location = Location {
         file: dir.to_string_lossy().into_owned(),
         line: 0,
         end_line: 0,
     };
     let sources = [String::new()];
     let mut entries = select::select(
-        &tree,
+        &scanned.tree,
         &CopyFromContext {
             keyword: "COPY",
             location: &location,
@@ -203,9 +317,8 @@ fn print_tree(dir: &Path, exclude_from: Option<&Path>) -> Result<(), HashError> 
             destination: "/",
         },
     )?;
-    let to_hash: BTreeSet<(String, u64)> = fingerprint::files_of(&entries).collect();
-    let digests = fingerprint::hash_files(&root, &to_hash)?;
-    fingerprint::apply_digests(&mut entries, &digests);
+    let hashed = hash_with_stat_cache(common, &scanned, scanned.tree.file_paths().collect())?;
+    fingerprint::apply_digests(&mut entries, &hashed.digests);
     let (n_files, n_bytes) = count_files(&entries);
     mb_core::document::write_json_stdout(&TreeDocument {
         kind: "tree",
@@ -213,6 +326,8 @@ fn print_tree(dir: &Path, exclude_from: Option<&Path>) -> Result<(), HashError> 
         digest: fingerprint::entries_digest(&entries),
         n_files,
         n_bytes,
+        n_read: hashed.n_read,
+        n_cached: hashed.n_cached,
         entries,
     })?;
     Ok(())

@@ -11,10 +11,13 @@ use std::fs;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use rayon::prelude::*;
+
 use mb_core::context::EntryKind;
 
 use crate::dockerignore::IgnoreRules;
 use crate::error::HashError;
+use crate::statcache::FileStat;
 
 /// What the context has at one path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +30,8 @@ pub struct Node {
     pub size: u64,
     /// The link target, for symlinks.
     pub target: Option<String>,
+    /// What the stat cache compares to decide whether a file must be read again.
+    pub stat: FileStat,
 }
 
 /// The context after exclusions, keyed by `/`-separated path relative to the root (the root
@@ -40,11 +45,9 @@ pub struct ContextTree {
 impl ContextTree {
     /// Walks `root`, leaving out what `rules` exclude.
     pub fn scan(root: &Path, rules: &IgnoreRules) -> Result<ContextTree, HashError> {
-        let mut nodes = BTreeMap::new();
-        walk(root, "", rules, &mut nodes)?;
         Ok(ContextTree {
             root: root.to_path_buf(),
-            nodes,
+            nodes: walk(root, "", rules)?.into_iter().collect(),
         })
     }
 
@@ -56,6 +59,13 @@ impl ContextTree {
     /// The entry at a context-relative path; `""` is the root, which is always a directory.
     pub fn get(&self, path: &str) -> Option<&Node> {
         self.nodes.get(path)
+    }
+
+    /// The entry at a context-relative path with the tree's own copy of the path.
+    pub fn entry(&self, path: &str) -> Option<(&str, &Node)> {
+        self.nodes
+            .get_key_value(path)
+            .map(|(path, node)| (path.as_str(), node))
     }
 
     /// Whether `path` is a directory of the context (the root included).
@@ -106,6 +116,14 @@ impl ContextTree {
             .values()
             .filter(|node| node.kind == EntryKind::File)
     }
+
+    /// Regular files with their context-relative paths, sorted by path.
+    pub fn file_paths(&self) -> impl Iterator<Item = (&str, &Node)> {
+        self.nodes
+            .iter()
+            .filter(|(_, node)| node.kind == EntryKind::File)
+            .map(|(path, node)| (path.as_str(), node))
+    }
 }
 
 /// Joins a context-relative directory and a name.
@@ -117,62 +135,55 @@ pub fn join(dir: &str, name: &str) -> String {
     }
 }
 
-/// Adds what is under `dir` (context-relative `relative`) to `nodes`; returns whether anything
-/// was added.
-fn walk(
-    dir: &Path,
-    relative: &str,
-    rules: &IgnoreRules,
-    nodes: &mut BTreeMap<String, Node>,
-) -> Result<bool, HashError> {
-    let mut added_any = false;
+/// Everything under `dir` (context-relative `relative`) that the rules leave in, each directory
+/// before its contents. Subdirectories are walked in parallel: on a warm tree the walk is one
+/// `stat` per entry and nothing else, so spreading the syscalls over the cores is the speed-up.
+fn walk(dir: &Path, relative: &str, rules: &IgnoreRules) -> Result<Vec<(String, Node)>, HashError> {
+    let mut found = Vec::new();
+    let mut subdirs = Vec::new();
     for dir_entry in fs::read_dir(dir).map_err(HashError::io(dir))? {
         let dir_entry = dir_entry.map_err(HashError::io(dir))?;
-        let path = dir_entry.path();
         let name = dir_entry
             .file_name()
             .into_string()
-            .map_err(|_| HashError::NonUtf8Name(path.clone()))?;
+            .map_err(|_| HashError::NonUtf8Name(dir_entry.path()))?;
         let entry_relative = join(relative, &name);
-        let metadata = fs::symlink_metadata(&path).map_err(HashError::io(&path))?;
+        // Relative to the open directory (fstatat), which spares the kernel the path lookup.
+        let metadata = dir_entry
+            .metadata()
+            .map_err(HashError::io(dir_entry.path()))?;
         let file_type = metadata.file_type();
         let excluded = rules.is_excluded(&entry_relative);
-        let mode = metadata.permissions().mode() & 0o7777;
-        let node = if file_type.is_dir() {
+        let mut node = Node {
+            kind: EntryKind::File,
+            mode: metadata.permissions().mode() & 0o7777,
+            size: 0,
+            target: None,
+            stat: FileStat::of(&metadata),
+        };
+        if file_type.is_dir() {
             if excluded && !rules.may_reinclude_below(&entry_relative) {
                 continue;
             }
-            let has_descendants = walk(&path, &entry_relative, rules, nodes)?;
-            if excluded && !has_descendants {
-                continue;
-            }
-            Node {
-                kind: EntryKind::Dir,
-                mode,
-                size: 0,
-                target: None,
-            }
-        } else if excluded {
+            node.kind = EntryKind::Dir;
+            subdirs.push((dir_entry.path(), entry_relative, node, excluded));
             continue;
-        } else if file_type.is_file() {
-            Node {
-                kind: EntryKind::File,
-                mode,
-                size: metadata.len(),
-                target: None,
-            }
+        }
+        if excluded {
+            continue;
+        }
+        if file_type.is_file() {
+            node.size = metadata.len();
         } else if file_type.is_symlink() {
+            let path = dir_entry.path();
             let target = fs::read_link(&path).map_err(HashError::io(&path))?;
-            let target = target
-                .into_os_string()
-                .into_string()
-                .map_err(|_| HashError::NonUtf8Name(path.clone()))?;
-            Node {
-                kind: EntryKind::Symlink,
-                mode,
-                size: 0,
-                target: Some(target),
-            }
+            node.kind = EntryKind::Symlink;
+            node.target = Some(
+                target
+                    .into_os_string()
+                    .into_string()
+                    .map_err(|_| HashError::NonUtf8Name(path.clone()))?,
+            );
         } else {
             let what = if file_type.is_fifo() {
                 "fifo"
@@ -181,13 +192,32 @@ fn walk(
             } else {
                 "device"
             };
-            tracing::warn!("skipping {what} {} in the build context", path.display());
+            tracing::warn!(
+                "skipping {what} {} in the build context",
+                dir_entry.path().display()
+            );
             continue;
-        };
-        nodes.insert(entry_relative, node);
-        added_any = true;
+        }
+        found.push((entry_relative, node));
     }
-    Ok(added_any)
+    let below: Vec<Result<Vec<(String, Node)>, HashError>> = subdirs
+        .into_par_iter()
+        .map(|(path, entry_relative, node, excluded)| {
+            let descendants = walk(&path, &entry_relative, rules)?;
+            // An excluded directory stays only as the parent of something re-included.
+            if excluded && descendants.is_empty() {
+                return Ok(Vec::new());
+            }
+            let mut subtree = Vec::with_capacity(descendants.len() + 1);
+            subtree.push((entry_relative, node));
+            subtree.extend(descendants);
+            Ok(subtree)
+        })
+        .collect();
+    for subtree in below {
+        found.extend(subtree?);
+    }
+    Ok(found)
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 mod digests;
 mod errors;
 mod ignore;
+mod statcache;
 
 use std::error::Error;
 use std::fs;
@@ -37,6 +38,11 @@ impl Sandbox {
         self.dir.path().join(relative)
     }
 
+    /// The store every run of the sandbox uses, so its stat cache stays in the sandbox.
+    pub fn store(&self) -> PathBuf {
+        self.path("store")
+    }
+
     /// The context directory.
     pub fn context(&self) -> PathBuf {
         self.path("ctx")
@@ -63,6 +69,7 @@ impl Sandbox {
         let mut command = assert_cmd::Command::new(env!("CARGO_BIN_EXE_mb-hash"));
         command
             .current_dir(self.dir.path())
+            .env(mb_core::store::STORE_ENV, self.store())
             .args(args)
             .write_stdin(stdin.to_string());
         command
