@@ -10,8 +10,8 @@ use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
 use crate::digest::Digest;
-use crate::graph::Platform;
-use crate::plan::Action;
+use crate::graph::{CopyFrom, MountKind, Platform};
+use crate::plan::{Action, CopyInput};
 
 /// Names the encoding; changing anything about how keys are computed means changing this.
 pub const KEY_SCHEME: &str = "memobuild/step-key/v1";
@@ -62,6 +62,57 @@ impl KeyMaterial<'_> {
     }
 }
 
+/// Answers the questions [`step_inputs`] asks about a step's surroundings; mb-plan answers from
+/// the store and what it planned, mb-exec from what it has built. None means "not known yet".
+pub trait InputLookup {
+    /// The chain id of the final filesystem of stage `index`.
+    fn stage_chain_id(&self, index: usize) -> Option<String>;
+    /// The digest of mb-hash's selection for bind mount `mount` (its index among the RUN's
+    /// mounts) from the context.
+    fn mount_selection_digest(&self, mount: usize) -> Option<String>;
+    /// The manifest digest a `from=` image reference resolves to.
+    fn image_manifest(&self, reference: &str) -> Option<String>;
+    /// The digest of what an ADD without `--checksum` downloaded (known only once downloaded).
+    fn downloads_digest(&self) -> Option<String>;
+}
+
+/// The content a step reads besides its parent filesystem and its action, in a fixed order:
+/// the source stage of `COPY --from`, the downloads of an ADD of URLs without `--checksum`, and
+/// the source of each `RUN --mount=type=bind` (context selection digest, stage chain id or image
+/// manifest). None when one of them is not known yet, which leaves the step pending.
+///
+/// The single definition of a step's inputs: mb-plan and mb-exec must agree on it exactly, or
+/// a step mb-exec keys after building its parents would never hit what mb-plan keyed.
+pub fn step_inputs(action: &Action, lookup: &impl InputLookup) -> Option<Vec<String>> {
+    match action {
+        Action::Copy {
+            input: CopyInput::Stage { index },
+            ..
+        } => Some(vec![lookup.stage_chain_id(*index)?]),
+        Action::Copy {
+            input: CopyInput::Url { checksum: None },
+            ..
+        } => Some(vec![lookup.downloads_digest()?]),
+        Action::Copy { .. } | Action::Workdir { .. } => Some(Vec::new()),
+        Action::Run { mounts, .. } => mounts
+            .iter()
+            .enumerate()
+            .filter(|(_, mount)| mount.kind == MountKind::Bind)
+            .map(|(mount_idx, mount)| match &mount.from {
+                None | Some(CopyFrom::Context) => lookup
+                    .mount_selection_digest(mount_idx)
+                    .map(|digest| format!("mount {mount_idx} context {digest}")),
+                Some(CopyFrom::Stage { index }) => lookup
+                    .stage_chain_id(*index)
+                    .map(|chain| format!("mount {mount_idx} stage {chain}")),
+                Some(CopyFrom::Image { reference }) => lookup
+                    .image_manifest(reference)
+                    .map(|manifest| format!("mount {mount_idx} image {manifest}")),
+            })
+            .collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,6 +126,68 @@ mod tests {
             network: "default".into(),
             mounts: vec![],
         }
+    }
+
+    struct Known;
+
+    impl InputLookup for Known {
+        fn stage_chain_id(&self, index: usize) -> Option<String> {
+            (index == 1).then(|| "sha256:stage1".to_string())
+        }
+        fn mount_selection_digest(&self, mount: usize) -> Option<String> {
+            (mount == 0).then(|| "ctx0".to_string())
+        }
+        fn image_manifest(&self, _reference: &str) -> Option<String> {
+            None
+        }
+        fn downloads_digest(&self) -> Option<String> {
+            None
+        }
+    }
+
+    fn mount(kind: MountKind, from: Option<CopyFrom>) -> crate::graph::RunMount {
+        crate::graph::RunMount {
+            kind,
+            target: "/m".into(),
+            from,
+            source: None,
+            read_write: false,
+            id: None,
+            sharing: None,
+            mode: None,
+            uid: None,
+            gid: None,
+            size: None,
+            required: false,
+            env: None,
+        }
+    }
+
+    #[test]
+    fn inputs_are_bind_sources_in_mount_order_and_unknown_ones_leave_the_step_pending() {
+        let mut action = run(&["true"]);
+        if let Action::Run { mounts, .. } = &mut action {
+            mounts.push(mount(MountKind::Bind, None));
+            mounts.push(mount(MountKind::Cache, None));
+            mounts.push(mount(MountKind::Bind, Some(CopyFrom::Stage { index: 1 })));
+        }
+        assert_eq!(
+            step_inputs(&action, &Known),
+            Some(vec![
+                "mount 0 context ctx0".to_string(),
+                "mount 2 stage sha256:stage1".to_string()
+            ])
+        );
+        if let Action::Run { mounts, .. } = &mut action {
+            mounts.push(mount(
+                MountKind::Bind,
+                Some(CopyFrom::Image {
+                    reference: "busybox".into(),
+                }),
+            ));
+        }
+        assert_eq!(step_inputs(&action, &Known), None);
+        assert_eq!(step_inputs(&run(&["true"]), &Known), Some(vec![]));
     }
 
     #[test]

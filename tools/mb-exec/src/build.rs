@@ -13,7 +13,8 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mb_core::image::{self, HistoryEntry, ImageParts};
-use mb_core::key::{chain_id, KeyMaterial, KEY_SCHEME};
+use mb_core::key::{chain_id, step_inputs, InputLookup, KeyMaterial, KEY_SCHEME};
+use mb_core::layer::Compression;
 use mb_core::plan::{
     Action, CopyInput, LayerRef, PlanSection, PlanStage, PlanStep, ResolvedBase, StepStatus,
 };
@@ -22,8 +23,14 @@ use mb_core::store::StepOutput;
 use mb_core::{Document, Store};
 
 use crate::container::{self, RunRequest};
-use crate::copy::{copy_from_context, copy_from_stage, make_workdir, CopyOptions, LayerTarget};
+use crate::copy::{
+    copy_downloads, copy_from_context, copy_from_stage, copy_inline, make_workdir, Archives,
+    CopyOptions, LayerTarget,
+};
+use crate::download::{download_all, Downloads};
 use crate::error::ExecError;
+use crate::interrupt::{self, Stop};
+use crate::mounts::{self, MountSources, Secrets};
 use crate::rootfs::RootView;
 use crate::schedule;
 
@@ -36,6 +43,10 @@ pub struct Options {
     pub runtime: String,
     /// Whether to show command output and summaries on stderr.
     pub chatty: bool,
+    /// How new layers are compressed.
+    pub compression: Compression,
+    /// Secrets for `RUN --mount=type=secret`.
+    pub secrets: Secrets,
 }
 
 /// A finished stage: its whole filesystem and history, base included.
@@ -55,6 +66,8 @@ struct Build<'a> {
     newest_output: Mutex<Option<i64>>,
     stage_outputs: Mutex<HashMap<usize, StageOutput>>,
     step_results: Mutex<Vec<Option<StepResult>>>,
+    /// The first step failure, which stopped the other stages; their errors are consequences.
+    first_failure: Mutex<Option<ExecError>>,
 }
 
 /// Executes the plan of `document` and returns the result section.
@@ -79,10 +92,20 @@ pub fn execute(
         newest_output: Mutex::new(None),
         stage_outputs: Mutex::new(HashMap::new()),
         step_results: Mutex::new(vec![None; plan.steps.len()]),
+        first_failure: Mutex::new(None),
     };
-    schedule::run_in_order(&dependencies, options.jobs, |position| {
+    let scheduled = schedule::run_in_order(&dependencies, options.jobs, |position| {
         build.build_stage(&plan.stages[position])
-    })?;
+    });
+    if let Some(failure) = build
+        .first_failure
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take()
+    {
+        return Err(failure);
+    }
+    scheduled?;
     let target = plan
         .stages
         .last()
@@ -162,8 +185,20 @@ fn stage_dependencies(plan: &PlanSection) -> Result<Vec<Vec<usize>>, ExecError> 
                 ResolvedBase::Stage { index } => Some(index),
                 ResolvedBase::Scratch | ResolvedBase::Image { .. } => None,
             };
-            base.into_iter()
+            let read_by_steps = stage
+                .steps
+                .iter()
+                .filter_map(|&step_index| plan.steps.get(step_index))
+                .flat_map(|step| step.action.stages_read());
+            let mut needed: Vec<usize> = base
+                .into_iter()
                 .chain(stage.needs.iter().copied())
+                .chain(read_by_steps)
+                .collect();
+            needed.sort_unstable();
+            needed.dedup();
+            needed
+                .into_iter()
                 .map(|needed| match position_of.get(&needed) {
                     Some(&needed_position) if needed_position < position => Ok(needed_position),
                     _ => Err(ExecError::BadPlan(format!(
@@ -263,13 +298,9 @@ impl Build<'_> {
         for (position, &step_index) in stage.steps.iter().enumerate() {
             let step = &self.plan.steps[step_index];
             let prefix = format!("[{label} {}/{}] ", position + 1, stage.steps.len());
-            let result =
-                self.build_step(step, &layers, &prefix)
-                    .map_err(|source| ExecError::Step {
-                        location: step.location.to_string(),
-                        instruction: step.display.clone(),
-                        source: Box::new(source),
-                    })?;
+            let result = interrupt::check()
+                .and_then(|()| self.build_step(step, &layers, &prefix))
+                .map_err(|source| self.failed(step, source))?;
             layers.push(result.layer.clone());
             self.step_results
                 .lock()
@@ -281,6 +312,28 @@ impl Build<'_> {
             .unwrap_or_else(PoisonError::into_inner)
             .insert(stage.index, StageOutput { layers, history });
         Ok(())
+    }
+
+    /// The error of a failed step. The first real failure stops every other running stage
+    /// and is kept to be reported; what it stopped is only its consequence.
+    fn failed(&self, step: &PlanStep, source: ExecError) -> ExecError {
+        if source.stopped().is_none() {
+            interrupt::stop(Stop::StepFailed);
+            let error = ExecError::Step {
+                location: step.location.to_string(),
+                instruction: step.display.clone(),
+                source: Box::new(source),
+            };
+            let mut first = self
+                .first_failure
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if first.is_none() {
+                *first = Some(error);
+            }
+            return ExecError::Stopped(Stop::StepFailed);
+        }
+        source
     }
 
     fn build_step(
@@ -305,11 +358,19 @@ impl Build<'_> {
                 prefix,
             ));
         }
+        let downloads = match &step.action {
+            Action::Copy {
+                input: CopyInput::Url { checksum },
+                sources,
+                ..
+            } => Some(download_all(self.store, sources, checksum.as_deref())?),
+            _ => None,
+        };
         let key = match &step.key {
             Some(key) => key.clone(),
-            None => self.key_for(step, layers)?,
+            None => self.key_for(step, layers, downloads.as_ref())?,
         };
-        if step.status == StepStatus::Pending {
+        if step.status == StepStatus::Pending && !step.no_cache {
             if let Some(output) = self.store.result(&key)? {
                 self.note_output_time(output.created);
                 return Ok(self.finished(
@@ -323,7 +384,7 @@ impl Build<'_> {
             }
         }
         let started = Instant::now();
-        let layer = self.execute_step(step, layers, prefix)?;
+        let layer = self.execute_step(step, layers, prefix, downloads.as_ref())?;
         let duration = started.elapsed();
         let created = now_seconds();
         self.note_output_time(created);
@@ -348,27 +409,66 @@ impl Build<'_> {
     }
 
     /// The key mb-plan would have computed had it known the step's inputs.
-    fn key_for(&self, step: &PlanStep, layers: &[LayerRef]) -> Result<String, ExecError> {
+    fn key_for(
+        &self,
+        step: &PlanStep,
+        layers: &[LayerRef],
+        downloads: Option<&Downloads>,
+    ) -> Result<String, ExecError> {
         let parent = chain_id(layers.iter().map(|layer| &layer.diff_id));
-        let inputs = match &step.action {
-            Action::Copy {
-                input: CopyInput::Stage { index },
-                ..
-            } => {
-                let source = self.stage_output(*index)?;
-                vec![chain_id(source.layers.iter().map(|layer| &layer.diff_id))]
-            }
-            _ => Vec::new(),
+        let lookup = ExecLookup {
+            build: self,
+            step,
+            downloads,
         };
-        Ok(KeyMaterial {
+        let inputs = step_inputs(&step.action, &lookup).ok_or_else(|| {
+            ExecError::BadPlan(format!(
+                "{}: the inputs of {} are not known after the stages it reads were built (is a stage, context selection or image missing?)",
+                step.location, step.display
+            ))
+        })?;
+        let material = KeyMaterial {
             scheme: KEY_SCHEME,
             platform: &self.plan.platform,
             source_date_epoch: self.plan.source_date_epoch,
             parent: &parent,
             inputs: &inputs,
             action: &step.action,
-        }
-        .key())
+        };
+        self.record_location(step, &material)?;
+        Ok(material.key())
+    }
+
+    /// Records what a pending step was keyed with at its location, so the next plan can say
+    /// what changed if it misses (mb-plan records the steps it keys itself).
+    fn record_location(
+        &self,
+        step: &PlanStep,
+        material: &KeyMaterial<'_>,
+    ) -> Result<(), ExecError> {
+        let Some(stage) = self
+            .plan
+            .stages
+            .iter()
+            .find(|stage| stage.index == step.stage)
+        else {
+            return Ok(());
+        };
+        let ordinal = stage
+            .steps
+            .iter()
+            .position(|&index| index == step.index)
+            .unwrap_or_default();
+        let (id, record) = mb_core::record::LocationRecord::for_step(
+            &self.document.graph,
+            stage,
+            ordinal,
+            step,
+            material,
+            self.document.context.as_ref(),
+        );
+        record.save(self.store, &id)?;
+        Ok(())
     }
 
     fn execute_step(
@@ -376,8 +476,10 @@ impl Build<'_> {
         step: &PlanStep,
         layers: &[LayerRef],
         prefix: &str,
+        downloads: Option<&Downloads>,
     ) -> Result<LayerRef, ExecError> {
         let source_date_epoch = self.plan.source_date_epoch;
+        let compression = self.options.compression;
         match &step.action {
             Action::Run {
                 argv,
@@ -386,42 +488,69 @@ impl Build<'_> {
                 user,
                 network,
                 mounts,
-            } if mounts.is_empty() => container::run(
-                self.store,
-                &self.options.runtime,
-                layers,
-                &RunRequest {
-                    argv,
-                    env,
-                    cwd,
-                    user,
-                    network,
-                    container_id: format!("memobuild-{}-{}", std::process::id(), step.index),
-                    prefix,
-                    show_output: self.options.chatty,
-                    source_date_epoch,
-                },
-            ),
+            } => {
+                let stage_layers = |index: usize| Ok(self.stage_output(index)?.layers);
+                let context = self.document.context.as_ref().map(|context| {
+                    let selections = (0..mounts.len())
+                        .filter_map(|mount_idx| {
+                            context
+                                .mount_selection(step.stage, step.instruction, Some(mount_idx))
+                                .map(|selection| (mount_idx, selection))
+                        })
+                        .collect();
+                    (Path::new(&context.root), selections)
+                });
+                let prepared = mounts::prepare(
+                    &MountSources {
+                        store: self.store,
+                        context,
+                        stage_layers: &stage_layers,
+                        secrets: &self.options.secrets,
+                    },
+                    mounts,
+                )?;
+                container::run(
+                    self.store,
+                    &self.options.runtime,
+                    layers,
+                    &RunRequest {
+                        argv,
+                        env,
+                        cwd,
+                        user,
+                        network,
+                        container_id: format!("memobuild-{}-{}", std::process::id(), step.index),
+                        prefix,
+                        show_output: self.options.chatty,
+                        source_date_epoch,
+                        mounts: &prepared,
+                        compression,
+                    },
+                )
+            }
             Action::Copy {
                 input,
                 sources,
                 destination,
                 chown,
                 chmod,
-                link: _,
-                unpack_archives: false,
+                link,
+                unpack_archives,
                 heredocs,
-            } if heredocs.is_empty() => {
+            } => {
                 let parent = RootView::open(self.store, layers)?;
                 let target = LayerTarget {
                     store: self.store,
                     parent: &parent,
                     source_date_epoch,
+                    compression,
+                    link: *link,
                 };
                 let options = CopyOptions {
                     destination,
                     chown: chown.as_deref(),
                     chmod: chmod.as_deref(),
+                    heredocs,
                 };
                 match input {
                     CopyInput::Context { digest } => {
@@ -439,7 +568,14 @@ impl Build<'_> {
                                     "the context section has no selection with digest {digest} for this COPY (run mb-hash and mb-plan again)"
                                 ))
                             })?;
-                        copy_from_context(&target, Path::new(&context.root), selection, &options)
+                        let archives = unpack_archives.then_some(Archives { sources });
+                        copy_from_context(
+                            &target,
+                            Path::new(&context.root),
+                            selection,
+                            &options,
+                            archives,
+                        )
                     }
                     CopyInput::Stage { index } => {
                         let source_layers = self.stage_output(*index)?.layers;
@@ -452,18 +588,35 @@ impl Build<'_> {
                             &options,
                         )
                     }
-                    CopyInput::Image { .. } | CopyInput::Url { .. } | CopyInput::Inline => {
-                        Err(unsupported(step))
+                    CopyInput::Image {
+                        reference,
+                        manifest,
+                    } => {
+                        let (image_manifest, config) = image::load(self.store, manifest)?;
+                        let source_layers = image_manifest.layer_refs(&config)?;
+                        let source = RootView::open(self.store, &source_layers)?;
+                        copy_from_stage(&target, &source, reference, sources, &options)
                     }
+                    CopyInput::Url { .. } => {
+                        let downloads = downloads.ok_or_else(|| {
+                            ExecError::BadPlan(format!(
+                                "{}: ADD of URLs without downloads",
+                                step.location
+                            ))
+                        })?;
+                        copy_downloads(&target, downloads, &options)
+                    }
+                    CopyInput::Inline => copy_inline(&target, &options),
                 }
             }
-            Action::Run { .. } | Action::Copy { .. } => Err(unsupported(step)),
             Action::Workdir { path, user } => {
                 let parent = RootView::open(self.store, layers)?;
                 let target = LayerTarget {
                     store: self.store,
                     parent: &parent,
                     source_date_epoch,
+                    compression,
+                    link: false,
                 };
                 make_workdir(&target, path, user)
             }
@@ -502,13 +655,34 @@ impl Build<'_> {
     }
 }
 
-/// A plan from a newer mb-plan may ask for what this mb-exec cannot do; it must say so rather
-/// than build something else.
-fn unsupported(step: &PlanStep) -> ExecError {
-    ExecError::BadPlan(format!(
-        "{}: {} uses a feature mb-exec does not support yet",
-        step.location, step.display
-    ))
+/// A step's inputs as mb-exec knows them, once the stages it reads are built.
+struct ExecLookup<'a, 'b> {
+    build: &'a Build<'b>,
+    step: &'a PlanStep,
+    downloads: Option<&'a Downloads>,
+}
+
+impl InputLookup for ExecLookup<'_, '_> {
+    fn stage_chain_id(&self, index: usize) -> Option<String> {
+        let output = self.build.stage_output(index).ok()?;
+        Some(chain_id(output.layers.iter().map(|layer| &layer.diff_id)))
+    }
+
+    fn mount_selection_digest(&self, mount: usize) -> Option<String> {
+        let context = self.build.document.context.as_ref()?;
+        let selection =
+            context.mount_selection(self.step.stage, self.step.instruction, Some(mount))?;
+        Some(selection.digest.clone())
+    }
+
+    fn image_manifest(&self, reference: &str) -> Option<String> {
+        let descriptor = self.build.store.image(reference).ok()??;
+        Some(descriptor.digest.to_string())
+    }
+
+    fn downloads_digest(&self) -> Option<String> {
+        self.downloads.map(Downloads::digest)
+    }
 }
 
 fn now_seconds() -> i64 {

@@ -3,13 +3,17 @@
 //! run in the foreground with its output streamed line by line, and the upper dir turned into
 //! the new layer, then kept as that layer's snapshot so it is never unpacked again.
 //!
-//! Mount points the runtime creates for /proc, /dev, /sys and the bound /etc files are not the
-//! command's doing: those that did not exist before the run and are still empty afterwards are
+//! The bundle (config.json) is written to a private tmpfs directory, never the store: with an
+//! `env=` secret it holds a secret value.
+//!
+//! Mount points the runtime creates for /proc, /dev, /sys, the bound /etc files and the RUN's
+//! `--mount` targets are not the command's doing: those that did not exist before the run and are still empty afterwards are
 //! removed from the upper dir (with parents created only for them) before the layer is written.
 
 use std::collections::VecDeque;
 use std::fs;
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -23,6 +27,8 @@ use oci_spec::runtime::{
 };
 
 use crate::error::ExecError;
+use crate::interrupt;
+use crate::mounts::PreparedMounts;
 use crate::rootfs::{adopt_snapshot, lower_dirs, parent_of, resolve_in_root, OverlayMount, Upper};
 use crate::users::{Accounts, Identity};
 
@@ -55,6 +61,10 @@ pub struct RunRequest<'a> {
     pub show_output: bool,
     /// Clamps file times in the new layer.
     pub source_date_epoch: Option<i64>,
+    /// The RUN's `--mount`s, prepared.
+    pub mounts: &'a PreparedMounts,
+    /// How the layer is compressed.
+    pub compression: Compression,
 }
 
 /// Runs `request` on top of `parent_layers` with `runtime` and returns the layer it produced.
@@ -67,8 +77,8 @@ pub fn run(
     let scratch = store.temp_dir("run-")?;
     let upper = scratch.path().join("upper");
     let work = scratch.path().join("work");
-    let bundle = scratch.path().join("bundle");
-    let rootfs = bundle.join("rootfs");
+    let rootfs = scratch.path().join("rootfs");
+    let bundle = request.mounts.private_dir.path().to_path_buf();
     for directory in [&upper, &work, &rootfs] {
         fs::create_dir_all(directory).map_err(ExecError::io(directory))?;
     }
@@ -100,10 +110,11 @@ pub fn run(
         .into_iter()
         .chain(bound_files.iter().copied())
         .map(str::to_string)
+        .chain(request.mounts.targets.iter().cloned())
         .collect();
     let mount_paths = mount_paths(&rootfs, &mount_points)?;
     let config = bundle.join("config.json");
-    container_spec(request, &identity, &bound_files)
+    container_spec(request, &identity, &bound_files, &rootfs)
         .and_then(|spec| spec.save(&config))
         .map_err(|source| ExecError::Spec {
             path: config.clone(),
@@ -113,7 +124,7 @@ pub fn run(
     mount.unmount()?;
     outcome?;
     remove_mount_points(&upper, &mount_paths)?;
-    let mut writer = LayerWriter::new(store, Compression::Gzip)?;
+    let mut writer = LayerWriter::new(store, request.compression)?;
     write_tree(
         &mut writer,
         &upper,
@@ -224,6 +235,7 @@ pub fn container_spec(
     request: &RunRequest<'_>,
     identity: &Identity,
     bound_files: &[&str],
+    rootfs: &Path,
 ) -> Result<Spec, oci_spec::OciSpecError> {
     let capabilities = CAPABILITIES
         .into_iter()
@@ -235,7 +247,14 @@ pub fn container_spec(
     let process = ProcessBuilder::default()
         .terminal(false)
         .args(request.argv.to_vec())
-        .env(request.env.to_vec())
+        .env(
+            request
+                .env
+                .iter()
+                .chain(request.mounts.env.iter())
+                .cloned()
+                .collect::<Vec<_>>(),
+        )
         .cwd(request.cwd)
         .user(user.build()?)
         .capabilities(
@@ -295,12 +314,13 @@ pub fn container_spec(
                 .build()?,
         );
     }
+    mounts.extend(request.mounts.oci_mounts.iter().cloned());
     SpecBuilder::default()
         .version("1.0.2-dev")
         .process(process)
         .root(
             RootBuilder::default()
-                .path("rootfs")
+                .path(rootfs)
                 .readonly(false)
                 .build()?,
         )
@@ -315,7 +335,11 @@ fn run_runtime(runtime: &str, bundle: &Path, request: &RunRequest<'_>) -> Result
     let (reader, writer) =
         nix::unistd::pipe().map_err(|errno| ExecError::io("<pipe>")(errno.into()))?;
     let writer_for_stderr = writer.try_clone().map_err(ExecError::io("<pipe>"))?;
+    let registered = interrupt::Registered::new(runtime, &request.container_id)?;
     let spawned = Command::new(runtime)
+        // Its own process group: a Ctrl-C at the terminal is for mb-exec, which stops the
+        // container itself (see `interrupt`).
+        .process_group(0)
         .arg("run")
         .arg("--bundle")
         .arg(bundle)
@@ -330,6 +354,7 @@ fn run_runtime(runtime: &str, bundle: &Path, request: &RunRequest<'_>) -> Result
         runtime: runtime.to_string(),
         source,
     })?;
+    registered.kill_if_stopping(runtime);
     let mut tail: VecDeque<String> = VecDeque::with_capacity(TAIL_LINES);
     let mut lines = BufReader::new(fs::File::from(reader));
     let mut line = Vec::new();
@@ -338,7 +363,10 @@ fn run_runtime(runtime: &str, bundle: &Path, request: &RunRequest<'_>) -> Result
         match lines.read_until(b'\n', &mut line) {
             Ok(0) => break,
             Ok(_) => {
-                let text = String::from_utf8_lossy(&line).trim_end().to_string();
+                let text = mask_secrets(
+                    String::from_utf8_lossy(&line).trim_end(),
+                    &request.mounts.secret_values,
+                );
                 if request.show_output {
                     eprintln!("{}{text}", request.prefix);
                 }
@@ -363,6 +391,15 @@ fn run_runtime(runtime: &str, bundle: &Path, request: &RunRequest<'_>) -> Result
     if status.success() {
         return Ok(());
     }
+    if let Some(why) = interrupt::requested() {
+        let _ = Command::new(runtime)
+            .args(["delete", "-f", &request.container_id])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        return Err(ExecError::Stopped(why));
+    }
     // `run` removes the container when it exits, but not when the runtime itself failed.
     let _ = Command::new(runtime)
         .args(["delete", "-f", &request.container_id])
@@ -379,6 +416,13 @@ fn run_runtime(runtime: &str, bundle: &Path, request: &RunRequest<'_>) -> Result
             let lines: Vec<String> = tail.iter().map(|line| format!("  | {line}")).collect();
             format!("; last lines of output:\n{}", lines.join("\n"))
         },
+    })
+}
+
+/// `line` with every secret value replaced by `****`.
+fn mask_secrets(line: &str, secret_values: &[String]) -> String {
+    secret_values.iter().fold(line.to_string(), |line, secret| {
+        line.replace(secret.as_str(), "****")
     })
 }
 
@@ -421,7 +465,11 @@ pub fn find_runtime(runtime: &str) -> Result<PathBuf, ExecError> {
 mod tests {
     use super::*;
 
-    fn request<'a>(argv: &'a [String], network: &'a str) -> RunRequest<'a> {
+    fn request<'a>(
+        argv: &'a [String],
+        network: &'a str,
+        mounts: &'a PreparedMounts,
+    ) -> RunRequest<'a> {
         RunRequest {
             argv,
             env: &[],
@@ -432,18 +480,47 @@ mod tests {
             prefix: "",
             show_output: false,
             source_date_epoch: None,
+            mounts,
+            compression: Compression::Gzip,
         }
     }
 
     #[test]
-    fn spec_runs_the_step_with_docker_defaults() -> Result<(), oci_spec::OciSpecError> {
+    fn spec_runs_the_step_with_docker_defaults() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let store = Store::open(dir.path())?;
+        let no_layers = |_: usize| Ok(Vec::new());
+        let secrets = crate::mounts::Secrets::default();
+        let sources = crate::mounts::MountSources {
+            store: &store,
+            context: None,
+            stage_layers: &no_layers,
+            secrets: &secrets,
+        };
+        let tmpfs = mb_core::graph::RunMount {
+            kind: mb_core::graph::MountKind::Tmpfs,
+            target: "/scratch".into(),
+            from: None,
+            source: None,
+            read_write: false,
+            id: None,
+            sharing: None,
+            mode: None,
+            uid: None,
+            gid: None,
+            size: Some(1 << 20),
+            required: false,
+            env: None,
+        };
+        let mounts = crate::mounts::prepare(&sources, &[tmpfs])?;
+        let rootfs = Path::new("/var/rootfs");
         let argv = vec!["/bin/sh".to_string(), "-c".to_string(), "true".to_string()];
         let identity = Identity {
             uid: 1000,
             gid: 100,
             additional_gids: vec![50],
         };
-        let spec = container_spec(&request(&argv, "none"), &identity, &[])?;
+        let spec = container_spec(&request(&argv, "none", &mounts), &identity, &[], rootfs)?;
         let json = serde_json::to_value(&spec).map_err(oci_spec::OciSpecError::SerDe)?;
         assert_eq!(json["process"]["args"][2], "true");
         assert_eq!(json["process"]["cwd"], "/src");
@@ -456,11 +533,18 @@ mod tests {
         let namespaces = json["linux"]["namespaces"].to_string();
         assert!(namespaces.contains("network"), "{namespaces}");
 
-        let spec = container_spec(&request(&argv, "default"), &identity, &["/etc/hosts"])?;
+        let spec = container_spec(
+            &request(&argv, "default", &mounts),
+            &identity,
+            &["/etc/hosts"],
+            rootfs,
+        )?;
         let json = serde_json::to_value(&spec).map_err(oci_spec::OciSpecError::SerDe)?;
         assert!(!json["linux"]["namespaces"].to_string().contains("network"));
         assert!(json["mounts"].to_string().contains("/etc/hosts"));
         assert!(!json["mounts"].to_string().contains("cgroup"));
+        assert!(json["mounts"].to_string().contains("size=1048576"));
+        assert_eq!(json["root"]["path"], "/var/rootfs");
         Ok(())
     }
 

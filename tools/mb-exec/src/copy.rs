@@ -1,6 +1,10 @@
-//! The steps that need no container: COPY from the build context, COPY from another stage's
-//! filesystem, and WORKDIR. Each collects the entries of its layer by path and writes them in
+//! The steps that need no container: COPY and ADD from the build context (ADD unpacking local
+//! tar archives), from another stage's or an image's filesystem, from downloads (ADD of URLs)
+//! and heredocs, and WORKDIR. Each collects the entries of its layer by path and writes them in
 //! one pass.
+//!
+//! With `--link` the layer is made as if on an empty filesystem: missing parent directories are
+//! always written, never looked up below, so the layer does not depend on what it lands on.
 //!
 //! Directories that must exist for an entry (the destination's parents, WORKDIR's parents) are
 //! added only when the filesystem below does not have them, so an existing `/tmp` or `/usr`
@@ -13,6 +17,7 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use mb_core::context::{EntryKind, Selection};
+use mb_core::graph::Heredoc;
 use mb_core::layer::{Compression, EntryMeta, LayerWriter};
 use mb_core::plan::LayerRef;
 use mb_core::Store;
@@ -30,6 +35,10 @@ pub struct LayerTarget<'a> {
     pub parent: &'a RootView,
     /// Clamps file times and dates the directories the step creates.
     pub source_date_epoch: Option<i64>,
+    /// How the layer blob is compressed.
+    pub compression: Compression,
+    /// `--link`: parent directories are written whether or not `parent` has them.
+    pub link: bool,
 }
 
 /// A COPY's destination and flags.
@@ -40,6 +49,8 @@ pub struct CopyOptions<'a> {
     pub chown: Option<&'a str>,
     /// `--chmod`.
     pub chmod: Option<&'a str>,
+    /// Files given inline, written besides the sources.
+    pub heredocs: &'a [Heredoc],
 }
 
 impl LayerTarget<'_> {
@@ -75,6 +86,7 @@ enum Content {
         blake3: Option<String>,
     },
     Symlink(PathBuf),
+    Bytes(Vec<u8>),
     Special {
         kind: tar::EntryType,
         device: (u32, u32),
@@ -99,22 +111,70 @@ impl LayerPlan {
         }
     }
 
-    /// Adds `path` and its ancestors as directories, where neither this layer nor `view` has them.
-    fn add_missing_dirs(&mut self, view: &RootView, path: &str, meta: EntryMeta) {
+    /// Adds `path` and its ancestors as directories, where neither this layer nor the
+    /// filesystem below has them (with `--link`, wherever this layer does not).
+    fn add_missing_dirs(&mut self, target: &LayerTarget<'_>, path: &str, meta: EntryMeta) {
         let mut current = path;
         while !current.is_empty() {
-            if !self.entries.contains_key(current) && !view.exists(current) {
+            if !self.entries.contains_key(current)
+                && (target.link || !target.parent.exists(current))
+            {
                 self.add(current.to_string(), meta, Content::Dir);
             }
             current = parent_of(current);
         }
     }
 
-    fn write(self, store: &Store) -> Result<LayerRef, ExecError> {
-        let mut writer = LayerWriter::new(store, Compression::Gzip)?;
+    /// Adds the heredoc files of a COPY: each named by its delimiter under a directory
+    /// destination, or the destination itself for one heredoc and a file destination.
+    fn add_heredocs(
+        &mut self,
+        target: &LayerTarget<'_>,
+        options: &CopyOptions<'_>,
+        ownership: &Ownership,
+        n_other_sources: usize,
+    ) {
+        let into_directory =
+            options.destination.ends_with('/') || options.heredocs.len() + n_other_sources > 1;
+        let (uid, gid) = ownership.owner();
+        for heredoc in options.heredocs {
+            let path = if into_directory {
+                target_path(options.destination, &heredoc.name)
+            } else {
+                relative_destination(options.destination)
+            };
+            let meta = EntryMeta {
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+                mtime: target.creation_time(),
+            };
+            self.add_missing_dirs(
+                target,
+                parent_of(&path),
+                EntryMeta {
+                    mode: 0o755,
+                    uid,
+                    gid,
+                    mtime: target.creation_time(),
+                },
+            );
+            self.add(
+                path,
+                ownership.apply(meta, false, false),
+                Content::Bytes(heredoc.body.clone().into_bytes()),
+            );
+        }
+    }
+
+    fn write(self, target: &LayerTarget<'_>) -> Result<LayerRef, ExecError> {
+        let mut writer = LayerWriter::new(target.store, target.compression)?;
         for (path, planned) in self.entries {
             match planned.content {
                 Content::Dir => writer.dir(&path, planned.meta)?,
+                Content::Bytes(bytes) => {
+                    writer.file(&path, planned.meta, bytes.len() as u64, bytes.as_slice())?
+                }
                 Content::Symlink(target) => writer.symlink(&path, &target, planned.meta)?,
                 Content::Special { kind, device } => {
                     writer.special(&path, kind, planned.meta, device)?
@@ -224,6 +284,7 @@ pub fn copy_from_context(
     context_root: &Path,
     selection: &Selection,
     options: &CopyOptions<'_>,
+    archives: Option<Archives<'_>>,
 ) -> Result<LayerRef, ExecError> {
     let ownership = Ownership::new(target, options)?;
     let (uid, gid) = ownership.owner();
@@ -235,13 +296,27 @@ pub fn copy_from_context(
         mtime: created,
     };
     let mut plan = LayerPlan::default();
+    let mut archives = archives;
     let destination = relative_destination(options.destination);
     let single_file = matches!(selection.entries.as_slice(), [only] if only.name.is_empty() && only.kind != EntryKind::Dir);
-    plan.add_missing_dirs(target.parent, parent_of(&destination), dir_meta(0, 0));
-    if !single_file {
-        plan.add_missing_dirs(target.parent, &destination, dir_meta(uid, gid));
+    plan.add_missing_dirs(target, parent_of(&destination), dir_meta(0, 0));
+    if !single_file || !options.heredocs.is_empty() {
+        plan.add_missing_dirs(target, &destination, dir_meta(uid, gid));
     }
+    let mut unpacked_archives = Vec::new();
     for entry in &selection.entries {
+        if let Some(archives) = &mut archives {
+            if entry.kind == EntryKind::File && archives.is_direct_source(&entry.source) {
+                let source = context_root.join(&entry.source);
+                if let Some(unpacked) = archives.unpack(target.store, &source, entry)? {
+                    let into = target_path(options.destination, parent_of(&entry.name));
+                    plan.add_missing_dirs(target, &into, dir_meta(uid, gid));
+                    add_tree(&mut plan, unpacked.path(), &into, target, &ownership)?;
+                    unpacked_archives.push(unpacked);
+                    continue;
+                }
+            }
+        }
         let path = target_path(options.destination, &entry.name);
         let source = context_root.join(&entry.source);
         let metadata = fs::symlink_metadata(&source).map_err(|error| match error.kind() {
@@ -255,7 +330,7 @@ pub fn copy_from_context(
             gid: 0,
             ..on_disk
         };
-        plan.add_missing_dirs(target.parent, parent_of(&path), dir_meta(uid, gid));
+        plan.add_missing_dirs(target, parent_of(&path), dir_meta(uid, gid));
         let content = match entry.kind {
             EntryKind::Dir if metadata.is_dir() => Content::Dir,
             EntryKind::File if metadata.is_file() && metadata.len() == entry.size => {
@@ -290,7 +365,178 @@ pub fn copy_from_context(
         };
         plan.add(path, meta, content);
     }
-    plan.write(target.store)
+    plan.add_heredocs(target, options, &ownership, selection.entries.len());
+    plan.write(target)
+}
+
+/// Which context files an ADD unpacks: local tar archives named directly as sources (not
+/// those inside a source directory), recognised by their content, whatever their name.
+pub struct Archives<'a> {
+    /// The ADD's sources as written.
+    pub sources: &'a [String],
+}
+
+impl Archives<'_> {
+    fn is_direct_source(&self, entry_source: &str) -> bool {
+        self.sources.iter().any(|source| {
+            let source = relative_destination(source);
+            source == entry_source
+                || (source.contains(['*', '?']) && wildcard_match(&source, entry_source))
+        })
+    }
+
+    /// Unpacks `source` into a new temporary directory if it is a tar archive (plain, gzip,
+    /// bzip2 or xz), after checking it still has the content mb-hash fingerprinted.
+    fn unpack(
+        &self,
+        store: &Store,
+        source: &Path,
+        entry: &mb_core::context::Entry,
+    ) -> Result<Option<tempfile::TempDir>, ExecError> {
+        let mut head = [0u8; 512];
+        let n_read = File::open(source)
+            .and_then(|mut file| read_up_to(&mut file, &mut head))
+            .map_err(|_| ExecError::ContextChanged(source.to_path_buf()))?;
+        let head = &head[..n_read];
+        let Some(kind) = ArchiveKind::detect(head) else {
+            return Ok(None);
+        };
+        let content =
+            fs::read(source).map_err(|_| ExecError::ContextChanged(source.to_path_buf()))?;
+        if entry
+            .digest
+            .as_deref()
+            .is_some_and(|expected| blake3::hash(&content).to_hex().as_str() != expected)
+        {
+            return Err(ExecError::ContextChanged(source.to_path_buf()));
+        }
+        let reader: Box<dyn Read> = match kind {
+            ArchiveKind::Tar => Box::new(content.as_slice()),
+            ArchiveKind::Gzip => Box::new(flate2::read::MultiGzDecoder::new(content.as_slice())),
+            ArchiveKind::Bzip2 => Box::new(bzip2::read::MultiBzDecoder::new(content.as_slice())),
+            ArchiveKind::Xz => {
+                Box::new(xz2::read::XzDecoder::new_multi_decoder(content.as_slice()))
+            }
+        };
+        let scratch = store.temp_dir("archive-")?;
+        mb_core::layer::unpack_tar(reader, scratch.path()).map_err(|error| ExecError::Archive {
+            path: source.to_path_buf(),
+            reason: error.to_string(),
+        })?;
+        Ok(Some(scratch))
+    }
+}
+
+/// Reads until `buffer` is full or the file ends.
+fn read_up_to(file: &mut File, buffer: &mut [u8]) -> io::Result<usize> {
+    let mut n_read = 0;
+    while n_read < buffer.len() {
+        match file.read(&mut buffer[n_read..])? {
+            0 => break,
+            n => n_read += n,
+        }
+    }
+    Ok(n_read)
+}
+
+/// The archive formats ADD unpacks, by their first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArchiveKind {
+    /// An uncompressed tar (`ustar` at offset 257).
+    Tar,
+    /// gzip.
+    Gzip,
+    /// bzip2.
+    Bzip2,
+    /// xz.
+    Xz,
+}
+
+impl ArchiveKind {
+    /// The kind of archive `head` (the first 512 bytes, or all if shorter) starts, if any.
+    pub fn detect(head: &[u8]) -> Option<ArchiveKind> {
+        if head.starts_with(&[0x1f, 0x8b]) {
+            Some(ArchiveKind::Gzip)
+        } else if head.starts_with(b"BZh") {
+            Some(ArchiveKind::Bzip2)
+        } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+            Some(ArchiveKind::Xz)
+        } else if head.get(257..262) == Some(b"ustar") {
+            Some(ArchiveKind::Tar)
+        } else {
+            None
+        }
+    }
+}
+
+/// COPY of heredocs alone: no input but the instruction.
+pub fn copy_inline(
+    target: &LayerTarget<'_>,
+    options: &CopyOptions<'_>,
+) -> Result<LayerRef, ExecError> {
+    let ownership = Ownership::new(target, options)?;
+    let mut plan = LayerPlan::default();
+    let destination = relative_destination(options.destination);
+    plan.add_missing_dirs(
+        target,
+        parent_of(&destination),
+        EntryMeta {
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            mtime: target.creation_time(),
+        },
+    );
+    plan.add_heredocs(target, options, &ownership, 0);
+    plan.write(target)
+}
+
+/// ADD of URLs: each downloaded file under its name (the URL's last path segment), mode 0600
+/// as docker build gives, not unpacked.
+pub fn copy_downloads(
+    target: &LayerTarget<'_>,
+    downloads: &crate::download::Downloads,
+    options: &CopyOptions<'_>,
+) -> Result<LayerRef, ExecError> {
+    let ownership = Ownership::new(target, options)?;
+    let (uid, gid) = ownership.owner();
+    let created = target.creation_time();
+    let into_directory = options.destination.ends_with('/') || downloads.files.len() > 1;
+    let mut plan = LayerPlan::default();
+    let destination = relative_destination(options.destination);
+    let dir_meta = |uid, gid| EntryMeta {
+        mode: 0o755,
+        uid,
+        gid,
+        mtime: created,
+    };
+    plan.add_missing_dirs(target, parent_of(&destination), dir_meta(0, 0));
+    if into_directory {
+        plan.add_missing_dirs(target, &destination, dir_meta(uid, gid));
+    }
+    for file in &downloads.files {
+        let path = if into_directory {
+            target_path(&destination, &file.name)
+        } else {
+            destination.clone()
+        };
+        let meta = EntryMeta {
+            mode: 0o600,
+            uid: 0,
+            gid: 0,
+            mtime: created,
+        };
+        plan.add(
+            path,
+            ownership.apply(meta, false, false),
+            Content::File {
+                source: file.path.clone(),
+                size: file.size,
+                blake3: None,
+            },
+        );
+    }
+    plan.write(target)
 }
 
 /// One source of a `COPY --from` after wildcard expansion.
@@ -328,8 +574,9 @@ pub fn copy_from_stage(
         mtime: target.creation_time(),
     };
     let mut plan = LayerPlan::default();
-    plan.add_missing_dirs(target.parent, parent_of(&destination), root_dir);
-    if whole_dir && !target.parent.exists(&destination) && !destination.is_empty() {
+    plan.add_missing_dirs(target, parent_of(&destination), root_dir);
+    if whole_dir && (target.link || !target.parent.exists(&destination)) && !destination.is_empty()
+    {
         let (uid, gid) = ownership.owner();
         let meta = match matches.first().filter(|found| found.metadata.is_dir()) {
             Some(found) => ownership.apply(
@@ -364,7 +611,8 @@ pub fn copy_from_stage(
             )?;
         }
     }
-    plan.write(target.store)
+    plan.add_heredocs(target, options, &ownership, sources.len());
+    plan.write(target)
 }
 
 fn expand_source(root: &Path, source: &str, stage_label: &str) -> Result<Vec<Match>, ExecError> {
@@ -508,7 +756,7 @@ pub fn make_workdir(
     let identity = target.identity(user)?;
     let mut plan = LayerPlan::default();
     plan.add_missing_dirs(
-        target.parent,
+        target,
         &relative_destination(path),
         EntryMeta {
             mode: 0o755,
@@ -517,7 +765,7 @@ pub fn make_workdir(
             mtime: target.creation_time(),
         },
     );
-    plan.write(target.store)
+    plan.write(target)
 }
 
 #[cfg(test)]
@@ -532,6 +780,23 @@ mod tests {
         assert_eq!(target_path("/", "a.txt"), "a.txt");
         assert_eq!(target_path("/./srv//data/", ""), "srv/data");
         assert_eq!(relative_destination("/"), "");
+    }
+
+    #[test]
+    fn archives_are_recognised_by_content() {
+        let mut tar_head = vec![0u8; 512];
+        tar_head[257..262].copy_from_slice(b"ustar");
+        assert_eq!(ArchiveKind::detect(&tar_head), Some(ArchiveKind::Tar));
+        assert_eq!(
+            ArchiveKind::detect(&[0x1f, 0x8b, 8]),
+            Some(ArchiveKind::Gzip)
+        );
+        assert_eq!(ArchiveKind::detect(b"BZh91AY"), Some(ArchiveKind::Bzip2));
+        assert_eq!(
+            ArchiveKind::detect(&[0xfd, b'7', b'z', b'X', b'Z', 0, 0]),
+            Some(ArchiveKind::Xz)
+        );
+        assert_eq!(ArchiveKind::detect(b"just text"), None);
     }
 
     #[test]
@@ -598,13 +863,16 @@ mod tests {
             store: &store,
             parent: &view,
             source_date_epoch: Some(100),
+            compression: Compression::Gzip,
+            link: false,
         };
         let options = CopyOptions {
             destination: "/app/",
             chown: Some("7:8"),
             chmod: None,
+            heredocs: &[],
         };
-        let layer = copy_from_context(&target, &context, &selection, &options)?;
+        let layer = copy_from_context(&target, &context, &selection, &options, None)?;
         let headers = layer_headers(&store, &layer)?;
         assert_eq!(
             headers,
@@ -615,7 +883,7 @@ mod tests {
         );
 
         fs::write(context.join("src/main.c"), b"int MAIN;").map_err(ExecError::io(&context))?;
-        let changed = copy_from_context(&target, &context, &selection, &options)
+        let changed = copy_from_context(&target, &context, &selection, &options, None)
             .err()
             .map(|error| error.to_string())
             .unwrap_or_default();

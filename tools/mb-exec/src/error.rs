@@ -88,6 +88,51 @@ pub enum ExecError {
         /// The last lines of its output, indented, or empty.
         output: String,
     },
+    /// A secret a RUN mount requires was not given with `--secret`.
+    #[error("secret `{0}` is required by a RUN --mount but was not given (pass --secret id={0},src=FILE or --secret id={0},env=VARIABLE)")]
+    SecretMissing(String),
+    /// A `--secret src=` file cannot be read.
+    #[error("cannot read secret `{id}` from {path}: {source}")]
+    SecretUnreadable {
+        /// The secret's id.
+        id: String,
+        /// The file named by `src=`.
+        path: PathBuf,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+    /// A download of ADD failed.
+    #[error("cannot download {url}: {reason}")]
+    Download {
+        /// The URL.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A download of ADD does not have the content `--checksum` promised.
+    #[error("ADD {url}: checksum mismatch: expected {expected}, downloaded {actual}")]
+    ChecksumMismatch {
+        /// The URL.
+        url: String,
+        /// The `--checksum` value.
+        expected: String,
+        /// The digest of what was downloaded.
+        actual: String,
+    },
+    /// An ADD archive that cannot be unpacked.
+    #[error("cannot unpack archive {path}: {reason}")]
+    Archive {
+        /// The archive in the context.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The build was stopped: a signal arrived, or a step failed in another stage.
+    #[error("{}", match .0 {
+        crate::interrupt::Stop::Signal(signal) => format!("interrupted by signal {signal}; containers, mounts and temporary files removed"),
+        crate::interrupt::Stop::StepFailed => "stopped because another step failed".to_string(),
+    })]
+    Stopped(crate::interrupt::Stop),
     /// A step failed; names where it was written.
     #[error("{location}: {instruction}: {source}")]
     Step {
@@ -101,6 +146,15 @@ pub enum ExecError {
 }
 
 impl ExecError {
+    /// The stop behind this error, if it is one (directly or as a failed step).
+    pub fn stopped(&self) -> Option<crate::interrupt::Stop> {
+        match self {
+            ExecError::Stopped(why) => Some(*why),
+            ExecError::Step { source, .. } => source.stopped(),
+            _ => None,
+        }
+    }
+
     /// Wraps an I/O error with the path it happened on.
     pub fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> ExecError {
         let io_error = CoreError::io(path);
@@ -124,7 +178,13 @@ impl Failure for ExecError {
             | ExecError::Mount { .. }
             | ExecError::Spec { .. }
             | ExecError::RuntimeSpawn { .. }
-            | ExecError::RunFailed { .. } => ExitStatus::BuildFailed,
+            | ExecError::RunFailed { .. }
+            | ExecError::SecretMissing(_)
+            | ExecError::SecretUnreadable { .. }
+            | ExecError::Download { .. }
+            | ExecError::ChecksumMismatch { .. }
+            | ExecError::Archive { .. }
+            | ExecError::Stopped(_) => ExitStatus::BuildFailed,
         }
     }
 }

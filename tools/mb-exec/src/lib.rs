@@ -9,8 +9,11 @@
 pub mod build;
 pub mod container;
 pub mod copy;
+pub mod download;
 pub mod error;
+pub mod interrupt;
 pub mod mode;
+pub mod mounts;
 pub mod rootfs;
 pub mod schedule;
 pub mod users;
@@ -31,13 +34,36 @@ pub struct Cli {
     /// The OCI runtime to run RUN steps with: a name on PATH or a path.
     #[arg(long, value_name = "PATH_OR_NAME", default_value = "runc")]
     pub runtime: String,
+    /// A secret for `RUN --mount=type=secret`, as docker build takes it: `id=NAME,src=FILE` or
+    /// `id=NAME,env=VARIABLE` (repeatable). Its value is never written to a layer, the store,
+    /// a key or a log line.
+    #[arg(long, value_name = "id=NAME,src=FILE|env=VAR")]
+    pub secret: Vec<mounts::SecretSpec>,
+    /// How new layers are compressed.
+    #[arg(long, value_enum, default_value = "gzip")]
+    pub compression: mb_core::layer::Compression,
     /// Options every tool has.
     #[command(flatten)]
     pub common: mb_core::cli::CommonArgs,
 }
 
 /// Reads the plan from stdin, builds, and writes the result document to stdout.
+///
+/// When a signal stopped the build, everything is cleaned up by the time this returns, and the
+/// process exits with 128 + the signal number (130 for Ctrl-C, 143 for SIGTERM) as shells do.
 pub fn run(cli: Cli) -> Result<(), ExecError> {
+    interrupt::watch_signals()?;
+    let outcome = build_from_stdin(cli);
+    if let Some(code) = interrupt::requested().and_then(interrupt::Stop::exit_code) {
+        if let Err(error) = &outcome {
+            eprintln!("mb-exec: {error}");
+        }
+        std::process::exit(i32::from(code));
+    }
+    outcome
+}
+
+fn build_from_stdin(cli: Cli) -> Result<(), ExecError> {
     let started = Instant::now();
     let mut document = Document::read_stdin("mb-exec", &[Kind::Plan])?;
     let store = cli.common.open_store()?;
@@ -49,6 +75,8 @@ pub fn run(cli: Cli) -> Result<(), ExecError> {
         jobs,
         runtime: cli.runtime,
         chatty: cli.common.chatty(),
+        compression: cli.compression,
+        secrets: mounts::Secrets::new(cli.secret),
     };
     let result = build::execute(&store, &document, &options, started)?;
     document.kind = Kind::Result;

@@ -203,6 +203,7 @@ pub fn pending(index: usize, stage: usize, line: u32, display: &str, action: Act
         status: StepStatus::Pending,
         reason: Some("its parent must be built first".to_string()),
         layer: None,
+        no_cache: false,
     }
 }
 

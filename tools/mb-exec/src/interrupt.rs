@@ -1,0 +1,145 @@
+//! Stopping a build early, cleanly: on Ctrl-C or SIGTERM, or when a step fails while other
+//! stages are still running.
+//!
+//! Every running container is registered here while its runtime runs. Stopping kills them all
+//! (`runtime kill <id> KILL`), which makes each `runtime run` return; the step then fails with
+//! [`ExecError::Stopped`], and the errors unwind through the guards that unmount overlays and
+//! remove temporary directories and unfinished blobs. Nothing is stored for a step that did not
+//! finish, so the next build starts clean.
+//!
+//! Runtimes are started in their own process group, so a Ctrl-C at the terminal reaches only
+//! mb-exec, which then stops them in order rather than leaving half-deleted containers.
+
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Mutex, PoisonError};
+
+use crate::error::ExecError;
+
+/// No stop requested.
+const RUNNING: i32 = 0;
+/// Stopped because a step failed.
+const STEP_FAILED: i32 = -1;
+
+/// 0, [`STEP_FAILED`], or the number of the signal that stopped the build.
+static STOP: AtomicI32 = AtomicI32::new(RUNNING);
+
+/// Running containers: id → runtime.
+static CONTAINERS: Mutex<BTreeMap<String, String>> = Mutex::new(BTreeMap::new());
+
+/// Why the build is stopping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// A step failed elsewhere.
+    StepFailed,
+    /// A signal arrived.
+    Signal(i32),
+}
+
+impl Stop {
+    /// The process exit code this stop deserves, for signals (128 + the signal number).
+    pub fn exit_code(self) -> Option<u8> {
+        match self {
+            Stop::Signal(signal) => u8::try_from(128 + signal).ok(),
+            Stop::StepFailed => None,
+        }
+    }
+}
+
+/// Starts the thread that turns SIGINT and SIGTERM into a stop.
+pub fn watch_signals() -> Result<(), ExecError> {
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])
+    .map_err(ExecError::io("<signal handler>"))?;
+    std::thread::spawn(move || {
+        for signal in signals.forever() {
+            stop(Stop::Signal(signal));
+        }
+    });
+    Ok(())
+}
+
+/// Whether, and why, the build is stopping.
+pub fn requested() -> Option<Stop> {
+    match STOP.load(Ordering::SeqCst) {
+        RUNNING => None,
+        STEP_FAILED => Some(Stop::StepFailed),
+        signal => Some(Stop::Signal(signal)),
+    }
+}
+
+/// Fails with [`ExecError::Stopped`] when the build is stopping.
+pub fn check() -> Result<(), ExecError> {
+    match requested() {
+        Some(why) => Err(ExecError::Stopped(why)),
+        None => Ok(()),
+    }
+}
+
+/// Requests a stop (the first reason wins) and kills every running container.
+pub fn stop(why: Stop) {
+    let code = match why {
+        Stop::StepFailed => STEP_FAILED,
+        Stop::Signal(signal) => signal,
+    };
+    let _ = STOP.compare_exchange(RUNNING, code, Ordering::SeqCst, Ordering::SeqCst);
+    let running: Vec<(String, String)> = CONTAINERS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+        .map(|(id, runtime)| (id.clone(), runtime.clone()))
+        .collect();
+    for (id, runtime) in running {
+        kill(&runtime, &id);
+    }
+}
+
+fn kill(runtime: &str, id: &str) {
+    let killed = Command::new(runtime)
+        .args(["kill", id, "KILL"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    if let Err(error) = killed {
+        tracing::warn!("cannot kill container {id}: {error}");
+    }
+}
+
+/// A container registered as running, unregistered when dropped.
+pub struct Registered {
+    id: String,
+}
+
+impl Registered {
+    /// Registers container `id` of `runtime`; fails if the build is already stopping.
+    pub fn new(runtime: &str, id: &str) -> Result<Registered, ExecError> {
+        CONTAINERS
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id.to_string(), runtime.to_string());
+        let registered = Registered { id: id.to_string() };
+        check()?;
+        Ok(registered)
+    }
+
+    /// Kills the container again if a stop came while it was being created (a kill before the
+    /// runtime created it finds nothing).
+    pub fn kill_if_stopping(&self, runtime: &str) {
+        if requested().is_some() {
+            kill(runtime, &self.id);
+        }
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        CONTAINERS
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.id);
+    }
+}
