@@ -15,6 +15,8 @@ pub mod key;
 pub mod layer;
 pub mod plan;
 pub mod reference;
+#[cfg(feature = "registry")]
+pub mod registry;
 pub mod result;
 pub mod store;
 
