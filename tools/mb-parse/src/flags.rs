@@ -31,7 +31,7 @@ fn specs(keyword: &str) -> &'static [Spec] {
     const FROM: &[Spec] = &[spec("platform", Kind::Value, true)];
     const RUN: &[Spec] = &[
         spec("network", Kind::Value, true),
-        spec("mount", Kind::Repeated, false),
+        spec("mount", Kind::Repeated, true),
         spec("security", Kind::Value, false),
         spec("device", Kind::Repeated, false),
     ];
@@ -48,13 +48,21 @@ fn specs(keyword: &str) -> &'static [Spec] {
         spec("chown", Kind::Value, true),
         spec("chmod", Kind::Value, true),
         spec("link", Kind::Bool, true),
-        spec("checksum", Kind::Value, false),
+        spec("checksum", Kind::Value, true),
         spec("keep-git-dir", Kind::Bool, false),
         spec("unpack", Kind::Bool, false),
         spec("exclude", Kind::Repeated, false),
     ];
+    const HEALTHCHECK: &[Spec] = &[
+        spec("interval", Kind::Value, true),
+        spec("timeout", Kind::Value, true),
+        spec("start-period", Kind::Value, true),
+        spec("start-interval", Kind::Value, true),
+        spec("retries", Kind::Value, true),
+    ];
     match keyword {
         "FROM" => FROM,
+        "HEALTHCHECK" => HEALTHCHECK,
         "RUN" => RUN,
         "COPY" => COPY,
         "ADD" => ADD,
@@ -76,6 +84,21 @@ impl Flags {
             .iter()
             .find(|flag| flag.name == name)
             .and_then(|flag| flag.value.as_deref())
+    }
+
+    /// Every value of a repeatable flag, in order.
+    pub fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.list
+            .iter()
+            .filter(move |flag| flag.name == name)
+            .filter_map(|flag| flag.value.as_deref())
+    }
+
+    /// A boolean flag: given alone or `=true` is true; absent or `=false` is false.
+    pub fn is_set(&self, name: &str) -> bool {
+        self.list
+            .iter()
+            .any(|flag| flag.name == name && flag.value.as_deref() != Some("false"))
     }
 }
 
@@ -131,6 +154,10 @@ mod tests {
         assert_eq!(flags.value("chown"), Some("app:app"));
         assert_eq!(flags.list.len(), 3);
         assert_eq!(flags.list[2].value, None);
+        assert!(flags.is_set("link"));
+        assert!(!check("COPY", words(&["--link=false"]))?.is_set("link"));
+        let run = check("RUN", words(&["--mount=a", "--network=none", "--mount=b"]))?;
+        assert_eq!(run.values("mount").collect::<Vec<_>>(), ["a", "b"]);
         Ok(())
     }
 
@@ -144,14 +171,31 @@ mod tests {
             ("COPY", &["--link=maybe"], "true or false"),
             (
                 "RUN",
-                &["--mount=type=cache,target=/x"],
-                "RUN --mount is not supported yet",
+                &["--security=insecure"],
+                "RUN --security is not supported yet",
             ),
             (
-                "ADD",
-                &["--checksum=sha256:00"],
-                "ADD --checksum is not supported yet",
+                "RUN",
+                &["--device=/dev/x"],
+                "RUN --device is not supported yet",
             ),
+            ("ADD", &["--unpack"], "ADD --unpack is not supported yet"),
+            (
+                "ADD",
+                &["--keep-git-dir"],
+                "ADD --keep-git-dir is not supported yet",
+            ),
+            (
+                "COPY",
+                &["--parents"],
+                "COPY --parents is not supported yet",
+            ),
+            (
+                "COPY",
+                &["--exclude=x"],
+                "COPY --exclude is not supported yet",
+            ),
+            ("HEALTHCHECK", &["--interval"], "needs a value"),
         ];
         for (keyword, given, expected) in cases {
             let error = check(keyword, words(given)).err().unwrap_or_default();

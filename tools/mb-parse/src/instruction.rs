@@ -2,11 +2,13 @@
 //! per the instruction's own rules, all still unexpanded. What the words mean in a stage (the
 //! expanded, typed `Op`) is decided in `stages`.
 
-use mb_core::graph::{Flag, Form, Heredoc};
+use mb_core::graph::{Flag, Form, Healthcheck, Heredoc};
 
 use crate::error::Problem;
 use crate::flags;
+use crate::healthcheck;
 use crate::lexer::RawInstruction;
+use crate::mount::{split_mount, MountSyntax};
 use crate::words::{heredoc_marker, parse_json_array, quote_aware_words, split_flags, MaybeJson};
 
 /// A command as written: exec form or shell text.
@@ -29,6 +31,10 @@ pub struct CopySyntax {
     pub chown: Option<String>,
     /// `--chmod` as written.
     pub chmod: Option<String>,
+    /// `--link`.
+    pub link: bool,
+    /// ADD `--checksum` as written.
+    pub checksum: Option<String>,
     /// The sources other than heredocs.
     pub sources: Vec<String>,
     /// The destination.
@@ -51,8 +57,10 @@ pub enum Syntax {
     Run {
         /// The command.
         command: CommandText,
-        /// `--network`.
+        /// `--network`, checked.
         network: Option<String>,
+        /// `--mount` values, split.
+        mounts: Vec<MountSyntax>,
     },
     /// COPY or ADD.
     Copy(CopySyntax),
@@ -78,6 +86,11 @@ pub enum Syntax {
     Shell(Vec<String>),
     /// STOPSIGNAL.
     StopSignal(String),
+    /// HEALTHCHECK: nothing in it is expanded, so it is complete here.
+    Healthcheck(Healthcheck),
+    /// ONBUILD: the trigger as written (heredoc bodies and terminators after it, one per
+    /// line), its syntax already checked.
+    Onbuild(String),
 }
 
 /// An instruction whose syntax has been checked.
@@ -99,7 +112,7 @@ pub struct Parsed {
     pub syntax: Syntax,
 }
 
-const NOT_SUPPORTED_YET: &[&str] = &["HEALTHCHECK", "ONBUILD", "MAINTAINER"];
+const NOT_SUPPORTED_YET: &[&str] = &["MAINTAINER"];
 
 /// Checks one instruction's syntax.
 pub fn parse(raw: RawInstruction, escape: char) -> Result<Parsed, Problem> {
@@ -169,10 +182,23 @@ fn syntax(
             } else {
                 (heredoc_script(arguments, raw)?, Form::Shell)
             };
+            let network = flag("network");
+            if let Some(network) = &network {
+                if !matches!(network.as_str(), "default" | "none" | "host") {
+                    return Err(format!(
+                        "invalid --network `{network}`: use default, none or host"
+                    ));
+                }
+            }
+            let mounts = flags
+                .values("mount")
+                .map(split_mount)
+                .collect::<Result<Vec<_>, _>>()?;
             return Ok((
                 Syntax::Run {
                     command,
-                    network: flag("network"),
+                    network,
+                    mounts,
                 },
                 Some(form),
             ));
@@ -203,6 +229,8 @@ fn syntax(
                     from: flag("from"),
                     chown: flag("chown"),
                     chmod: flag("chmod"),
+                    link: flags.is_set("link"),
+                    checksum: flag("checksum"),
                     sources: words,
                     destination,
                 }),
@@ -250,6 +278,8 @@ fn syntax(
         "WORKDIR" => Syntax::Workdir(required("a path")?),
         "USER" => Syntax::User(required("a user")?),
         "STOPSIGNAL" => Syntax::StopSignal(required("a signal")?),
+        "HEALTHCHECK" => Syntax::Healthcheck(healthcheck::parse(arguments, flags)?),
+        "ONBUILD" => Syntax::Onbuild(onbuild_trigger(arguments, raw, escape)?),
         "EXPOSE" => {
             required("at least one port")?;
             Syntax::Expose(arguments.split_whitespace().map(str::to_string).collect())
@@ -257,6 +287,38 @@ fn syntax(
         _ => return Err(format!("unknown instruction `{}`", raw.keyword)),
     };
     Ok((syntax, None))
+}
+
+/// Checks an ONBUILD trigger's syntax and returns it as written, followed by its heredocs so
+/// that lexing the trigger again gives the same instruction.
+fn onbuild_trigger(arguments: &str, raw: &RawInstruction, escape: char) -> Result<String, String> {
+    let (keyword, rest) = match arguments.split_once(char::is_whitespace) {
+        Some((keyword, rest)) => (keyword, rest.trim_start()),
+        None => (arguments, ""),
+    };
+    match keyword.to_ascii_uppercase().as_str() {
+        "" => return Err("ONBUILD needs an instruction".to_string()),
+        "ONBUILD" => return Err("ONBUILD ONBUILD is not allowed".to_string()),
+        "FROM" | "MAINTAINER" => {
+            return Err(format!(
+                "{} is not allowed as an ONBUILD trigger",
+                keyword.to_ascii_uppercase()
+            ))
+        }
+        _ => {}
+    }
+    let trigger = RawInstruction {
+        keyword: keyword.to_string(),
+        rest: rest.to_string(),
+        ..raw.clone()
+    };
+    parse(trigger, escape).map_err(|problem| format!("ONBUILD {}", problem.message))?;
+    let mut text = arguments.to_string();
+    for heredoc in &raw.heredocs {
+        text.push('\n');
+        text.push_str(heredoc.raw.trim_end_matches('\n'));
+    }
+    Ok(text)
 }
 
 /// RUN, CMD, ENTRYPOINT: exec form when the text is a JSON array of strings, else shell form.
@@ -375,14 +437,16 @@ mod tests {
             syntax_of(r#"RUN ["echo", "a b"]"#)?,
             Syntax::Run {
                 command: CommandText::Exec(strings(&["echo", "a b"])),
-                network: None
+                network: None,
+                mounts: vec![]
             }
         );
         assert_eq!(
             syntax_of("RUN --network=none ['echo']")?,
             Syntax::Run {
                 command: CommandText::Shell("['echo']".into()),
-                network: Some("none".into())
+                network: Some("none".into()),
+                mounts: vec![]
             }
         );
         let parsed = parse_one("RUN echo $HOME")?;
@@ -411,6 +475,8 @@ mod tests {
                 from: None,
                 chown: None,
                 chmod: None,
+                link: false,
+                checksum: None,
                 sources: strings(sources),
                 destination: destination.into(),
             })
@@ -488,14 +554,16 @@ mod tests {
             syntax_of("RUN <<EOF\necho a\necho b\nEOF")?,
             Syntax::Run {
                 command: CommandText::Shell("echo a\necho b\n".into()),
-                network: None
+                network: None,
+                mounts: vec![]
             }
         );
         assert_eq!(
             syntax_of("RUN cat > /x <<-EOF\n\thello\n\tEOF")?,
             Syntax::Run {
                 command: CommandText::Shell("cat > /x <<-EOF\n\thello\n\tEOF\n".into()),
-                network: None
+                network: None,
+                mounts: vec![]
             }
         );
         assert!(syntax_of("RUN <<EOF\n#!/usr/bin/env python3\nEOF")
@@ -506,10 +574,80 @@ mod tests {
     #[test]
     fn unknown_and_unsupported_instructions() {
         assert!(syntax_of("RUNN x").is_err_and(|e| e == "unknown instruction `RUNN`"));
-        assert!(
-            syntax_of("HEALTHCHECK NONE").is_err_and(|e| e == "HEALTHCHECK is not supported yet")
-        );
+        assert!(syntax_of("MAINTAINER me").is_err_and(|e| e == "MAINTAINER is not supported yet"));
         assert!(syntax_of("USER").is_err_and(|e| e == "USER needs a user"));
         assert!(syntax_of("USER --x a").is_err_and(|e| e.contains("unknown flag")));
+    }
+
+    #[test]
+    fn onbuild_triggers_are_checked_and_kept_as_written() -> Result<(), String> {
+        assert_eq!(
+            syntax_of("ONBUILD  RUN   echo $X")?,
+            Syntax::Onbuild("RUN   echo $X".into())
+        );
+        assert_eq!(
+            syntax_of("ONBUILD COPY <<EOF /x\nhi\nEOF\nRUN y")?,
+            Syntax::Onbuild("COPY <<EOF /x\nhi\nEOF".into())
+        );
+        let cases = [
+            ("ONBUILD", "ONBUILD needs an instruction"),
+            ("ONBUILD ONBUILD RUN x", "ONBUILD ONBUILD is not allowed"),
+            (
+                "ONBUILD from a",
+                "FROM is not allowed as an ONBUILD trigger",
+            ),
+            (
+                "ONBUILD MAINTAINER me",
+                "MAINTAINER is not allowed as an ONBUILD trigger",
+            ),
+            (
+                "ONBUILD COPY --bad a b",
+                "ONBUILD unknown flag `--bad` for COPY",
+            ),
+            ("ONBUILD RUNN x", "ONBUILD unknown instruction `RUNN`"),
+        ];
+        for (text, expected) in cases {
+            assert!(syntax_of(text).is_err_and(|e| e == expected), "{text}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn copy_link_checksum_and_run_mounts() -> Result<(), String> {
+        let Syntax::Copy(copy) = syntax_of("ADD --link --checksum=sha256:ab https://x/y /")? else {
+            return Err("not a copy".into());
+        };
+        assert!(copy.link);
+        assert_eq!(copy.checksum.as_deref(), Some("sha256:ab"));
+        let Syntax::Copy(copy) = syntax_of("COPY --link=false a b")? else {
+            return Err("not a copy".into());
+        };
+        assert!(!copy.link);
+        let Syntax::Run { mounts, .. } =
+            syntax_of("RUN --mount=type=cache,target=/c --mount=from=x,target=/y make")?
+        else {
+            return Err("not a run".into());
+        };
+        assert_eq!(mounts.len(), 2);
+        assert_eq!(mounts[1].from.as_deref(), Some("x"));
+        assert!(syntax_of("RUN --mount=type=cache,bogus=1 x")
+            .is_err_and(|e| e.contains("unknown option `bogus`")));
+        assert!(syntax_of("RUN --network=bridge x").is_err_and(|e| e.contains("invalid --network")));
+        Ok(())
+    }
+
+    #[test]
+    fn healthcheck_syntax() -> Result<(), String> {
+        let Syntax::Healthcheck(check) =
+            syntax_of("HEALTHCHECK --interval=30s CMD wget -q localhost")?
+        else {
+            return Err("not a healthcheck".into());
+        };
+        assert_eq!(check.test, ["CMD-SHELL", "wget -q localhost"]);
+        assert_eq!(check.interval, Some(30_000_000_000));
+        assert!(
+            syntax_of("HEALTHCHECK --colour=red NONE").is_err_and(|e| e.contains("unknown flag"))
+        );
+        Ok(())
     }
 }

@@ -193,11 +193,53 @@ fn read_directives(lines: &[&str]) -> Result<Directives, Problem> {
                 }
             }
             "syntax" => directives.syntax = Some(value),
-            _ => directives.check = Some(value),
+            _ => {
+                check_directive(&value).map_err(|message| {
+                    Problem::at(line_number(index), message, line.to_string())
+                })?;
+                directives.check = Some(value);
+            }
         }
         seen.push(key);
     }
     Ok(directives)
+}
+
+/// `# check=skip=Rule1,Rule2;error=true`, validated as BuildKit does: `;`-separated
+/// `key=value` parts, keys `skip` (a comma list of rule names, or `all`) and `error` (a bool).
+fn check_directive(value: &str) -> Result<(), String> {
+    for part in value.split(';') {
+        let Some((key, option)) = part.split_once('=') else {
+            return Err(format!(
+                "invalid check option `{part}`: expected skip=... or error=..."
+            ));
+        };
+        match key.trim() {
+            "skip" => {}
+            "error" => {
+                if !matches!(
+                    option.trim(),
+                    "1" | "t"
+                        | "T"
+                        | "TRUE"
+                        | "true"
+                        | "True"
+                        | "0"
+                        | "f"
+                        | "F"
+                        | "FALSE"
+                        | "false"
+                        | "False"
+                ) {
+                    return Err(format!(
+                        "invalid check option `{part}`: error is true or false"
+                    ));
+                }
+            }
+            other => return Err(format!("invalid check option `{other}`: use skip or error")),
+        }
+    }
+    Ok(())
 }
 
 /// `# key = value` with a name-like key, the key lowercased.
@@ -212,13 +254,19 @@ fn directive(line: &str) -> Option<(String, String)> {
     (valid_key && !value.is_empty()).then(|| (key.to_ascii_lowercase(), value.to_string()))
 }
 
-/// The heredoc markers of a RUN, COPY or ADD in shell form.
+/// The heredoc markers of a RUN, COPY or ADD in shell form, also as an ONBUILD trigger.
 fn heredoc_markers(instruction: &RawInstruction, escape: char) -> Vec<HeredocMarker> {
-    let keyword = instruction.keyword.to_ascii_uppercase();
-    if !matches!(keyword.as_str(), "RUN" | "COPY" | "ADD") {
+    let (mut keyword, mut rest) = (instruction.keyword.as_str(), instruction.rest.as_str());
+    if keyword.eq_ignore_ascii_case("ONBUILD") {
+        (keyword, rest) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+    }
+    let may_have_heredocs = ["RUN", "COPY", "ADD"]
+        .iter()
+        .any(|name| keyword.eq_ignore_ascii_case(name));
+    if !may_have_heredocs || !rest.contains("<<") {
         return Vec::new();
     }
-    let (_, arguments) = split_flags(&instruction.rest);
+    let (_, arguments) = split_flags(rest);
     if parse_json_array(arguments) != MaybeJson::NotJson {
         return Vec::new();
     }
@@ -346,6 +394,30 @@ mod tests {
     }
 
     #[test]
+    fn check_directive_is_validated() {
+        let result = lexed("# check=skip=JSONArgsRecommended,StageNameCasing;error=true\nFROM a");
+        assert_eq!(
+            result.directives.check.as_deref(),
+            Some("skip=JSONArgsRecommended,StageNameCasing;error=true")
+        );
+        for (text, expected) in [
+            ("# check=error=maybe\nFROM a", "error is true or false"),
+            ("# check=fast=1\nFROM a", "invalid check option `fast`"),
+            (
+                "# check=skip=all;oops\nFROM a",
+                "invalid check option `oops`",
+            ),
+        ] {
+            let problem = lex(text).err();
+            assert_eq!(problem.as_ref().and_then(|p| p.line), Some(1));
+            assert!(
+                problem.is_some_and(|p| p.message.contains(expected)),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
     fn heredocs_are_read_in_order() {
         let text = "RUN <<A cat - <<-'B'\nline $x\nA\n\tindented\n\tB\nCMD done\n";
         let result = lexed(text);
@@ -364,6 +436,10 @@ mod tests {
     fn heredocs_only_in_shell_form_of_run_copy_add() {
         let result = lexed("CMD <<EOF\nRUN [\"<<EOF\"]\nLABEL a=b\n");
         assert_eq!(result.instructions.len(), 3);
+        assert!(result.instructions.iter().all(|i| i.heredocs.is_empty()));
+        let onbuild = lexed("ONBUILD RUN <<EOF\necho\nEOF\nCMD x\n");
+        assert_eq!(onbuild.instructions.len(), 2);
+        assert_eq!(onbuild.instructions[0].heredocs[0].body, "echo\n");
         assert!(result.instructions.iter().all(|i| i.heredocs.is_empty()));
     }
 

@@ -2,15 +2,18 @@
 //!
 //! The work is split the way the language is layered: `lexer` (lines, directives,
 //! continuations, heredocs), `words` and `flags` (splitting an instruction's text),
-//! `instruction` (each instruction's syntax), `expand` (variables) and `stages` (ARG scoping,
-//! stage references, pruning and the typed `Op`s). Nothing here runs or fetches anything; base
+//! `instruction` (each instruction's syntax, with `mount` for RUN --mount and `healthcheck` for
+//! HEALTHCHECK), `expand` (variables) and `stages` (ARG scoping, stage references, pruning,
+//! ONBUILD triggers of base images and the typed `Op`s). Nothing here runs or fetches anything; base
 //! images are only looked up in the local store, to seed variable expansion with their Env.
 
 mod error;
 mod expand;
 mod flags;
+mod healthcheck;
 mod instruction;
 mod lexer;
+mod mount;
 mod stages;
 mod words;
 
@@ -156,5 +159,43 @@ impl BaseImages for StoreImages<'_> {
                 None
             }
         }
+    }
+}
+
+/// Whether `name` is one of the proxy variables (`HTTP_PROXY`, `HTTPS_PROXY`, `FTP_PROXY`,
+/// `NO_PROXY`, `ALL_PROXY`, in either case) that BuildKit passes from `--build-arg` to RUN
+/// without an ARG declaring them.
+///
+/// Their values depend on where the build runs, not on what it builds, so the planner must keep
+/// them out of cache keys and image history even though they appear in `Op::Run.args_env`.
+pub fn is_proxy_arg(name: &str) -> bool {
+    const PROXY_ARGS: &[&str] = &[
+        "HTTP_PROXY",
+        "http_proxy",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "FTP_PROXY",
+        "ftp_proxy",
+        "NO_PROXY",
+        "no_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ];
+    PROXY_ARGS.contains(&name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proxy_args_in_either_case() {
+        assert!(is_proxy_arg("HTTP_PROXY"));
+        assert!(is_proxy_arg("no_proxy"));
+        assert!(
+            !is_proxy_arg("Http_Proxy"),
+            "BuildKit knows only all-upper and all-lower"
+        );
+        assert!(!is_proxy_arg("PROXY"));
     }
 }

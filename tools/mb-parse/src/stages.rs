@@ -13,12 +13,13 @@ use mb_core::graph::{
     ArgDecl, Base, Command, CopyFrom, Graph, Heredoc, Instruction, Location, NameValue, Op,
     Platform, Stage,
 };
-use mb_core::image::ImageConfig;
+use mb_core::image::{ImageConfig, ONBUILD_FIELD};
 
 use crate::error::Problem;
 use crate::expand::{expand_heredoc, expand_word, Variables};
 use crate::instruction::{self, CommandText, CopySyntax, Parsed, Syntax};
 use crate::lexer;
+use crate::mount::{run_mount, MountContext};
 
 /// What the graph is built for, besides the Dockerfile text.
 #[derive(Debug, Clone)]
@@ -89,6 +90,15 @@ pub fn build_graph(
         options,
         escape,
         globals: Vars::default(),
+        proxy_args: options
+            .build_args
+            .iter()
+            .filter(|(name, _)| crate::is_proxy_arg(name))
+            .map(|(name, value)| NameValue {
+                name: name.clone(),
+                value: value.clone(),
+            })
+            .collect(),
         problems,
     };
     builder.declare_globals(&global_args);
@@ -126,24 +136,31 @@ pub fn build_graph(
         let Some(base) = &resolved.base else {
             continue;
         };
+        let mut triggers = Vec::new();
         let scope = match base {
             Base::Scratch => Some(Scope::from_config(ImageConfig::default())),
-            Base::Image { reference } => Some(Scope::from_config(
-                images.config(reference).unwrap_or_default(),
-            )),
+            Base::Image { reference } => {
+                let config = images.config(reference).unwrap_or_default();
+                triggers = builder.onbuild_triggers(index, draft, &config, &stage_names, &needed);
+                Some(Scope::from_config(config))
+            }
             Base::Stage { index } => scopes[*index].clone(),
         };
         let Some(mut scope) = scope else {
             continue;
         };
-        let instructions = builder.dispatch_stage(draft, &resolved.copy_from, &mut scope);
+        let body = triggers
+            .iter()
+            .map(|(parsed, references)| (parsed, references))
+            .chain(draft.body.iter().zip(&resolved.references));
+        let instructions = builder.dispatch_stage(body, &mut scope);
         scopes[index] = Some(scope);
         stages.push(Stage {
             index,
             name: draft.name().map(str::to_string),
             location: builder.location(&draft.from),
             base: base.clone(),
-            platform: None,
+            platform: resolved.platform.clone(),
             instructions,
         });
     }
@@ -179,8 +196,31 @@ impl Draft {
 struct Resolved {
     /// None when the FROM line had a problem.
     base: Option<Base>,
-    /// `--from` of each body instruction that has one, by position in the body.
-    copy_from: HashMap<usize, CopyFrom>,
+    /// `FROM --platform`, expanded.
+    platform: Option<Platform>,
+    /// What each body instruction refers to, by position in the body.
+    references: Vec<References>,
+}
+
+/// The other stages or images one instruction reads from.
+#[derive(Debug, Clone, Default)]
+struct References {
+    /// COPY --from.
+    copy_from: Option<CopyFrom>,
+    /// RUN --mount from=, one entry per mount.
+    mount_from: Vec<Option<CopyFrom>>,
+}
+
+impl References {
+    fn stages(&self) -> impl Iterator<Item = usize> + '_ {
+        self.copy_from
+            .iter()
+            .chain(self.mount_from.iter().flatten())
+            .filter_map(|source| match source {
+                CopyFrom::Stage { index } => Some(*index),
+                _ => None,
+            })
+    }
 }
 
 /// Variables in declaration order with a name index: ENV, or ARGs (which may have no value).
@@ -240,8 +280,9 @@ impl Scope {
         }
     }
 
-    /// ARGs with a value that no ENV of the same name hides, sorted by name.
-    fn args_env(&self) -> Vec<NameValue> {
+    /// ARGs with a value that no ENV of the same name hides, and the proxy build args that no
+    /// ARG declares, sorted by name.
+    fn args_env(&self, proxy_args: &[NameValue]) -> Vec<NameValue> {
         let mut args: Vec<NameValue> = self
             .args
             .entries
@@ -254,6 +295,12 @@ impl Scope {
                 })
             })
             .collect();
+        args.extend(
+            proxy_args
+                .iter()
+                .filter(|proxy| !self.args.contains(&proxy.name) && !self.env.contains(&proxy.name))
+                .cloned(),
+        );
         args.sort();
         args
     }
@@ -286,6 +333,8 @@ struct Builder<'a> {
     /// Global ARGs and the predefined platform ARGs: what FROM lines and in-stage `ARG X`
     /// without a default see.
     globals: Vars,
+    /// Proxy variables given as build args, which reach RUN undeclared (see [`crate::is_proxy_arg`]).
+    proxy_args: Vec<NameValue>,
     problems: Vec<Problem>,
 }
 
@@ -354,85 +403,157 @@ impl Builder<'_> {
     }
 
     fn resolve(&mut self, index: usize, draft: &Draft, names: &HashMap<String, usize>) -> Resolved {
-        let base = match self.resolve_base(index, draft, names) {
-            Ok(base) => Some(base),
+        let (base, platform) = match self.resolve_base(index, draft, names) {
+            Ok((base, platform)) => (Some(base), platform),
             Err(message) => {
                 self.problems.push(problem_at(&draft.from, message));
-                None
+                (None, None)
             }
         };
-        let mut copy_from = HashMap::new();
-        for (position, parsed) in draft.body.iter().enumerate() {
-            if let Syntax::Copy(CopySyntax {
-                from: Some(from), ..
-            }) = &parsed.syntax
-            {
-                match resolve_copy_from(index, from, names) {
-                    Ok(source) => {
-                        copy_from.insert(position, source);
-                    }
-                    Err(message) => self.problems.push(problem_at(parsed, message)),
+        let references = draft
+            .body
+            .iter()
+            .map(|parsed| match references(index, parsed, names) {
+                Ok(references) => references,
+                Err(message) => {
+                    self.problems.push(problem_at(parsed, message));
+                    References::default()
                 }
-            }
+            })
+            .collect();
+        Resolved {
+            base,
+            platform,
+            references,
         }
-        Resolved { base, copy_from }
     }
 
+    /// The ONBUILD triggers of stage `index`'s base image, parsed as instructions placed on the
+    /// FROM line, with their references resolved. They run before the stage's own instructions.
+    fn onbuild_triggers(
+        &mut self,
+        index: usize,
+        draft: &Draft,
+        config: &ImageConfig,
+        names: &HashMap<String, usize>,
+        needed: &[bool],
+    ) -> Vec<(Parsed, References)> {
+        let Some(serde_json::Value::Array(values)) = config.other.get(ONBUILD_FIELD) else {
+            return Vec::new();
+        };
+        let mut problem = |message: String| {
+            self.problems.push(problem_at(
+                &draft.from,
+                format!("ONBUILD trigger of the base image: {message}"),
+            ))
+        };
+        let mut text = String::new();
+        for value in values {
+            match value.as_str() {
+                Some(trigger) => {
+                    text.push_str(trigger);
+                    text.push('\n');
+                }
+                None => problem(format!("`{value}` is not an instruction")),
+            }
+        }
+        let lexed = match lexer::lex(&text) {
+            Ok(lexed) => lexed,
+            Err(error) => {
+                problem(error.message);
+                return Vec::new();
+            }
+        };
+        let mut triggers = Vec::new();
+        for mut raw in lexed.instructions {
+            raw.line = draft.from.raw.line;
+            raw.end_line = draft.from.raw.end_line;
+            raw.source_line.clone_from(&draft.from.raw.source_line);
+            let keyword = raw.keyword.to_ascii_uppercase();
+            if matches!(keyword.as_str(), "ONBUILD" | "FROM" | "MAINTAINER") {
+                problem(format!("{keyword} is not allowed as an ONBUILD trigger"));
+                continue;
+            }
+            let parsed = match instruction::parse(raw, lexed.directives.escape) {
+                Ok(parsed) => parsed,
+                Err(error) => {
+                    problem(error.message);
+                    continue;
+                }
+            };
+            let references = match references(index, &parsed, names) {
+                Ok(references) => references,
+                Err(message) => {
+                    problem(message);
+                    continue;
+                }
+            };
+            // Pruning happened before base images were read, so a trigger cannot pull in a
+            // stage the target did not already need.
+            if let Some(stage) = references.stages().find(|stage| !needed[*stage]) {
+                problem(format!(
+                    "`{}` refers to stage {stage}, which the target does not otherwise need: not supported yet",
+                    parsed.raw.rest
+                ));
+                continue;
+            }
+            triggers.push((parsed, references));
+        }
+        triggers
+    }
+
+    /// The stage's base and its `--platform` (recorded whenever given: the planner decides
+    /// what a platform other than the build's means).
     fn resolve_base(
         &self,
         index: usize,
         draft: &Draft,
         names: &HashMap<String, usize>,
-    ) -> Result<Base, String> {
+    ) -> Result<(Base, Option<Platform>), String> {
         let Syntax::From {
             platform, image, ..
         } = &draft.from.syntax
         else {
             return Err("not a FROM instruction".to_string());
         };
-        if let Some(platform) = platform {
-            let expanded = self.expand(platform, &self.globals)?;
-            match parse_platform(&expanded) {
-                None => return Err(format!("invalid --platform `{expanded}`")),
-                Some(wanted) if wanted != self.options.platform => {
-                    return Err(format!(
-                        "FROM --platform={expanded} differing from the build's platform {} is \
-                         not supported yet",
-                        self.options.platform.display()
-                    ))
-                }
-                Some(_) => {}
+        let platform = match platform {
+            None => None,
+            Some(platform) => {
+                let expanded = self.expand(platform, &self.globals)?;
+                Some(
+                    parse_platform(&expanded)
+                        .ok_or_else(|| format!("invalid --platform `{expanded}`"))?,
+                )
             }
-        }
+        };
         let expanded = self.expand(image, &self.globals)?;
         if expanded.is_empty() {
             return Err(format!("FROM `{image}` expands to nothing"));
         }
         if expanded == "scratch" {
-            return Ok(Base::Scratch);
+            return Ok((Base::Scratch, platform));
         }
         if let Some(&stage) = names.get(&expanded.to_ascii_lowercase()) {
             return if stage < index {
-                Ok(Base::Stage { index: stage })
+                Ok((Base::Stage { index: stage }, platform))
             } else {
                 Err(format!("stage `{expanded}` is used before it is defined"))
             };
         }
         mb_core::reference::normalize(&expanded)
-            .map(|reference| Base::Image { reference })
+            .map(|reference| (Base::Image { reference }, platform))
             .map_err(|error| error.to_string())
     }
 
-    fn dispatch_stage(
+    fn dispatch_stage<'p>(
         &mut self,
-        draft: &Draft,
-        copy_from: &HashMap<usize, CopyFrom>,
+        body: impl Iterator<Item = (&'p Parsed, &'p References)>,
         scope: &mut Scope,
     ) -> Vec<Instruction> {
-        let mut instructions = Vec::with_capacity(draft.body.len());
-        for (position, parsed) in draft.body.iter().enumerate() {
+        let mut instructions = Vec::with_capacity(body.size_hint().0);
+        for (parsed, references) in body {
             let mut heredocs = parsed.heredocs.clone();
-            match self.dispatch(parsed, copy_from.get(&position), &mut heredocs, scope) {
+            match self.dispatch(parsed, references, &mut heredocs, scope) {
                 Ok(op) => instructions.push(Instruction {
                     location: self.location(parsed),
                     keyword: parsed.keyword.clone(),
@@ -453,26 +574,37 @@ impl Builder<'_> {
     fn dispatch(
         &self,
         parsed: &Parsed,
-        copy_from: Option<&CopyFrom>,
+        references: &References,
         heredocs: &mut [Heredoc],
         scope: &mut Scope,
     ) -> Result<Op, String> {
         let expand = |word: &str| self.expand(word, &*scope);
         let op = match &parsed.syntax {
             Syntax::From { .. } => return Err("FROM inside a stage".to_string()),
-            Syntax::Run { command, network } => {
-                if let Some(network) = network {
-                    if !matches!(network.as_str(), "default" | "none" | "host") {
-                        return Err(format!(
-                            "invalid --network `{network}`: use default, none or host"
-                        ));
+            Syntax::Run {
+                command,
+                network,
+                mounts,
+            } => {
+                let mut ssh_index = 0;
+                let mut run_mounts = Vec::with_capacity(mounts.len());
+                for (position, syntax) in mounts.iter().enumerate() {
+                    let context = MountContext {
+                        from: references.mount_from.get(position).cloned().flatten(),
+                        workdir: &scope.workdir,
+                        ssh_index,
+                    };
+                    let mount = run_mount(syntax, context, &expand)?;
+                    if mount.kind == mb_core::graph::MountKind::Ssh {
+                        ssh_index += 1;
                     }
+                    run_mounts.push(mount);
                 }
                 Op::Run {
                     command: scope.command(command),
-                    args_env: scope.args_env(),
+                    args_env: scope.args_env(&self.proxy_args),
                     network: network.clone(),
-                    mounts: Vec::new(),
+                    mounts: run_mounts,
                 }
             }
             Syntax::Copy(copy) => {
@@ -481,9 +613,11 @@ impl Builder<'_> {
                     .iter()
                     .map(|source| expand(source))
                     .collect::<Result<Vec<_>, _>>()?;
-                if copy.add {
-                    check_add_sources(&sources)?;
-                }
+                check_sources(copy.add, &sources)?;
+                let checksum = match &copy.checksum {
+                    None => None,
+                    Some(checksum) => Some(check_checksum(&expand(checksum)?, &sources)?),
+                };
                 for heredoc in heredocs.iter_mut().filter(|heredoc| heredoc.expand) {
                     // mb-exec writes COPY heredocs as they are: it cannot know the ARGs in scope.
                     heredoc.body = expand_heredoc(&heredoc.body, self.escape, &*scope)?;
@@ -492,13 +626,13 @@ impl Builder<'_> {
                 let destination = expand(&copy.destination)?;
                 Op::Copy {
                     add: copy.add,
-                    from: copy_from.cloned().unwrap_or(CopyFrom::Context),
+                    from: references.copy_from.clone().unwrap_or(CopyFrom::Context),
                     sources,
                     destination: copy_destination(&scope.workdir, &destination),
                     chown: copy.chown.as_deref().map(expand).transpose()?,
                     chmod: copy.chmod.as_deref().map(expand).transpose()?,
-                    link: false,
-                    checksum: None,
+                    link: copy.link,
+                    checksum,
                 }
             }
             Syntax::Env(pairs) => {
@@ -579,6 +713,12 @@ impl Builder<'_> {
                     shell: shell.clone(),
                 }
             }
+            Syntax::Healthcheck(healthcheck) => Op::Healthcheck {
+                healthcheck: healthcheck.clone(),
+            },
+            Syntax::Onbuild(trigger) => Op::Onbuild {
+                trigger: trigger.clone(),
+            },
         };
         Ok(op)
     }
@@ -638,14 +778,46 @@ fn valid_stage_name(name: &str) -> bool {
         })
 }
 
-fn resolve_copy_from(
+/// The stages and images an instruction of stage `index` reads from.
+fn references(
     index: usize,
+    parsed: &Parsed,
+    names: &HashMap<String, usize>,
+) -> Result<References, String> {
+    match &parsed.syntax {
+        Syntax::Copy(CopySyntax {
+            from: Some(from), ..
+        }) => Ok(References {
+            copy_from: Some(resolve_from(index, "COPY --from", from, names)?),
+            mount_from: Vec::new(),
+        }),
+        Syntax::Run { mounts, .. } => Ok(References {
+            copy_from: None,
+            mount_from: mounts
+                .iter()
+                .map(|mount| {
+                    mount
+                        .from
+                        .as_deref()
+                        .map(|from| resolve_from(index, "RUN --mount from", from, names))
+                        .transpose()
+                })
+                .collect::<Result<_, _>>()?,
+        }),
+        _ => Ok(References::default()),
+    }
+}
+
+/// A stage name, a stage index or else an image reference, as `--from` takes them.
+fn resolve_from(
+    index: usize,
+    flag: &str,
     from: &str,
     names: &HashMap<String, usize>,
 ) -> Result<CopyFrom, String> {
     if from.contains('$') {
         return Err(format!(
-            "COPY --from={from}: variables are not expanded in --from"
+            "{flag}={from}: variables are not expanded in --from"
         ));
     }
     if let Ok(stage) = from.parse::<usize>() {
@@ -653,7 +825,7 @@ fn resolve_copy_from(
             Ok(CopyFrom::Stage { index: stage })
         } else {
             Err(format!(
-                "COPY --from={from} refers to the current or a later stage"
+                "{flag}={from} refers to the current or a later stage"
             ))
         };
     }
@@ -666,7 +838,7 @@ fn resolve_copy_from(
     }
     mb_core::reference::normalize(from)
         .map(|reference| CopyFrom::Image { reference })
-        .map_err(|error| format!("COPY --from: {error}"))
+        .map_err(|error| format!("{flag}: {error}"))
 }
 
 /// The stages the target needs, by index: itself, its base stages and COPY --from stages,
@@ -681,10 +853,8 @@ fn needed_stages(target: usize, resolved: &[Resolved]) -> Vec<bool> {
         if let Some(Base::Stage { index: base }) = &resolved[index].base {
             pending.push(*base);
         }
-        for source in resolved[index].copy_from.values() {
-            if let CopyFrom::Stage { index: stage } = source {
-                pending.push(*stage);
-            }
+        for references in &resolved[index].references {
+            pending.extend(references.stages());
         }
     }
     needed
@@ -707,7 +877,11 @@ fn declared_build_args(
         .collect();
     let mut used = BTreeMap::new();
     for (name, value) in &options.build_args {
-        if declared.contains(name.as_str()) {
+        // Proxy variables and SOURCE_DATE_EPOCH have an effect without an ARG.
+        if declared.contains(name.as_str())
+            || crate::is_proxy_arg(name)
+            || name == "SOURCE_DATE_EPOCH"
+        {
             used.insert(name.clone(), value.clone());
         } else {
             tracing::warn!("build arg {name} is not declared by any ARG and has no effect");
@@ -777,25 +951,64 @@ fn copy_destination(workdir: &str, destination: &str) -> String {
     resolved
 }
 
-fn check_add_sources(sources: &[String]) -> Result<(), String> {
-    const ARCHIVE_SUFFIXES: &[&str] = &[
-        ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tbz", ".tar.xz", ".txz",
-    ];
+fn is_http_url(source: &str) -> bool {
+    let lowered = source.to_ascii_lowercase();
+    lowered.starts_with("http://") || lowered.starts_with("https://")
+}
+
+/// Git sources as BuildKit recognises them: `git@host:...`, `git://`, `ssh://`, a
+/// `github.com/` path, or an HTTP(S) URL whose path ends in `.git` (before any `#ref`).
+fn is_git_url(source: &str) -> bool {
+    let lowered = source.to_ascii_lowercase();
+    let without_fragment = lowered.split('#').next().unwrap_or_default();
+    lowered.starts_with("git@")
+        || lowered.starts_with("git://")
+        || lowered.starts_with("ssh://")
+        || lowered.starts_with("github.com/")
+        || (is_http_url(&lowered) && without_fragment.trim_end_matches('/').ends_with(".git"))
+}
+
+/// ADD takes URLs (downloaded, not unpacked; mb-hash skips them) and local archives (unpacked)
+/// besides what COPY takes; git sources wait. COPY takes no URLs at all.
+fn check_sources(add: bool, sources: &[String]) -> Result<(), String> {
     for source in sources {
-        if source.contains("://") || source.starts_with("git@") {
-            return Err(format!("ADD of a URL (`{source}`) is not supported yet"));
+        if !add && (is_http_url(source) || is_git_url(source)) {
+            return Err(format!("COPY cannot take a URL (`{source}`): use ADD"));
         }
-        let lowered = source.to_ascii_lowercase();
-        if ARCHIVE_SUFFIXES
-            .iter()
-            .any(|suffix| lowered.ends_with(suffix))
-        {
+        if add && is_git_url(source) {
             return Err(format!(
-                "ADD of a local archive (`{source}`) is not supported yet: COPY it and unpack it with RUN tar"
+                "ADD of a git repository (`{source}`) is not supported yet"
             ));
         }
     }
     Ok(())
+}
+
+/// `--checksum=<algorithm>:<hex>` for ADD of HTTP(S) sources only, as BuildKit checks it.
+fn check_checksum(checksum: &str, sources: &[String]) -> Result<String, String> {
+    let valid = checksum.split_once(':').is_some_and(|(algorithm, hex)| {
+        let length = match algorithm {
+            "sha256" => 64,
+            "sha384" => 96,
+            "sha512" => 128,
+            _ => return false,
+        };
+        hex.len() == length
+            && hex
+                .bytes()
+                .all(|byte| matches!(byte, b'0'..=b'9' | b'a'..=b'f'))
+    });
+    if !valid {
+        return Err(format!(
+            "invalid --checksum `{checksum}`: expected sha256: and 64 lowercase hex digits (or sha384:, sha512:)"
+        ));
+    }
+    if let Some(source) = sources.iter().find(|source| !is_http_url(source)) {
+        return Err(format!(
+            "ADD --checksum is only for HTTP(S) sources, not `{source}`"
+        ));
+    }
+    Ok(checksum.to_string())
 }
 
 /// `port[-port][/proto]`, a range giving one entry per port, as Docker records them.
@@ -1227,16 +1440,37 @@ mod tests {
                 Some(2),
                 "invalid --network",
             ),
-            ("FROM a\nADD https://x/y.txt /\n", Some(2), "ADD of a URL"),
             (
-                "FROM a\nADD app.tar.gz /\n",
+                "FROM a\nADD git@github.com:x/y.git /src\n",
                 Some(2),
-                "ADD of a local archive",
+                "ADD of a git repository",
             ),
             (
-                "FROM --platform=linux/s390x a\n",
-                Some(1),
-                "not supported yet",
+                "FROM a\nADD https://github.com/x/y.git#main /src\n",
+                Some(2),
+                "ADD of a git repository",
+            ),
+            ("FROM a\nCOPY https://x/y.txt /\n", Some(2), "use ADD"),
+            (
+                "FROM a\nADD --checksum=sha256:abc https://x/y /\n",
+                Some(2),
+                "invalid --checksum",
+            ),
+            (
+                "FROM a\nADD --checksum=sha256:0000000000000000000000000000000000000000000000000000000000000000 y /\n",
+                Some(2),
+                "only for HTTP(S) sources",
+            ),
+            ("FROM --platform=linux a\n", Some(1), "invalid --platform"),
+            (
+                "FROM a\nRUN --mount=from=later,target=/x y\nFROM b AS later\n",
+                Some(2),
+                "used before it is defined",
+            ),
+            (
+                "FROM a\nRUN --mount=type=cache,target=/x,sharing=$S y\n",
+                Some(2),
+                "invalid sharing ``",
             ),
             ("FROM Bad/Name\n", Some(1), "invalid image reference"),
         ];
@@ -1302,5 +1536,210 @@ mod tests {
         assert_eq!(graph.stages[0].instructions.len(), 20_001);
         // Generous for an unoptimised test build; release builds take a few milliseconds.
         assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    }
+
+    #[test]
+    fn run_mounts_are_typed_expanded_and_keep_their_stages() {
+        let text = "FROM scratch AS deps\nFROM scratch AS unused\nFROM scratch AS tools\nFROM alpine\nARG CACHE=/root/.cache\nWORKDIR /src\nRUN --mount=type=cache,target=$CACHE --mount=from=deps,source=/x,target=x --mount=type=bind,from=tools,target=/t --mount=type=secret,id=npmrc --mount=type=ssh --mount=type=ssh,id=other make\n";
+        let graph = graph(text);
+        let kept: Vec<usize> = graph.stages.iter().map(|stage| stage.index).collect();
+        assert_eq!(
+            kept,
+            [0, 2, 3],
+            "mount from= keeps deps and tools, not unused"
+        );
+        let Some(Op::Run { mounts, .. }) = ops(&graph).get(2).copied() else {
+            panic!("not a RUN");
+        };
+        let summary: Vec<(&str, Option<&CopyFrom>, Option<&str>)> = mounts
+            .iter()
+            .map(|mount| {
+                (
+                    mount.target.as_str(),
+                    mount.from.as_ref(),
+                    mount.id.as_deref(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("/root/.cache", None, Some("/root/.cache")),
+                ("/src/x", Some(&CopyFrom::Stage { index: 0 }), None),
+                ("/t", Some(&CopyFrom::Stage { index: 2 }), None),
+                ("/run/secrets/npmrc", None, Some("npmrc")),
+                ("/run/buildkit/ssh_agent.0", None, Some("default")),
+                ("/run/buildkit/ssh_agent.1", None, Some("other")),
+            ]
+        );
+    }
+
+    #[test]
+    fn onbuild_triggers_of_the_base_image_run_first() {
+        let mut images = Images::default();
+        let mut config = ImageConfig::default();
+        config.other.insert(
+            ONBUILD_FIELD.into(),
+            serde_json::json!([
+                "ARG WHO=base",
+                "COPY . /app",
+                "RUN echo $WHO",
+                "RUN <<EOF\necho hi\nEOF"
+            ]),
+        );
+        images
+            .configs
+            .insert("docker.io/library/onbuilder:1".into(), config);
+        let text = "FROM scratch AS s\nFROM onbuilder:1\nONBUILD RUN echo child\nENV E=$WHO\n";
+        let graph = graph_with(text, &options(), &mut images);
+        let stage = &graph.stages[0];
+        let keywords: Vec<(&str, u32)> = stage
+            .instructions
+            .iter()
+            .map(|i| (i.keyword.as_str(), i.location.line))
+            .collect();
+        assert_eq!(
+            keywords,
+            [
+                ("ARG", 2),
+                ("COPY", 2),
+                ("RUN", 2),
+                ("RUN", 2),
+                ("ONBUILD", 3),
+                ("ENV", 4)
+            ]
+        );
+        assert_eq!(env_op(&graph, 5), pairs(&[("E", "base")]));
+        assert!(
+            matches!(&stage.instructions[3].op, Op::Run { command: Command::Shell { script, .. }, .. } if script == "echo hi\n")
+        );
+        assert_eq!(
+            stage.instructions[4].op,
+            Op::Onbuild {
+                trigger: "RUN echo child".into()
+            }
+        );
+    }
+
+    #[test]
+    fn bad_onbuild_triggers_are_reported_on_the_from_line() {
+        let mut images = Images::default();
+        let mut config = ImageConfig::default();
+        config.other.insert(
+            ONBUILD_FIELD.into(),
+            serde_json::json!(["FROM x", "RUNN y", 3]),
+        );
+        images
+            .configs
+            .insert("docker.io/library/bad:1".into(), config);
+        let found = match build_graph("ARG A\nFROM bad:1\n", &options(), &mut images) {
+            Ok(graph) => panic!("{graph:?}"),
+            Err(problems) => problems,
+        };
+        let messages: Vec<(Option<u32>, &str)> =
+            found.iter().map(|p| (p.line, p.message.as_str())).collect();
+        assert_eq!(
+            messages,
+            [
+                (
+                    Some(2),
+                    "ONBUILD trigger of the base image: `3` is not an instruction"
+                ),
+                (
+                    Some(2),
+                    "ONBUILD trigger of the base image: FROM is not allowed as an ONBUILD trigger"
+                ),
+                (
+                    Some(2),
+                    "ONBUILD trigger of the base image: unknown instruction `RUNN`"
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn healthcheck_link_checksum_and_urls() {
+        let sum = "sha256:".to_string() + &"ab".repeat(32);
+        let text = format!("FROM scratch\nHEALTHCHECK --retries=2 CMD [\"/check\"]\nCOPY --link a /a\nADD --checksum={sum} https://example.com/x.tgz /x/\nADD app.tar.gz /opt/\n");
+        let graph = graph(&text);
+        let ops = ops(&graph);
+        assert_eq!(
+            ops[0],
+            &Op::Healthcheck {
+                healthcheck: mb_core::graph::Healthcheck {
+                    test: vec!["CMD".into(), "/check".into()],
+                    interval: None,
+                    timeout: None,
+                    start_period: None,
+                    start_interval: None,
+                    retries: Some(2),
+                }
+            }
+        );
+        assert!(matches!(ops[1], Op::Copy { link: true, .. }));
+        assert!(
+            matches!(ops[2], Op::Copy { add: true, checksum: Some(c), sources, .. } if c == &sum && sources[0] == "https://example.com/x.tgz")
+        );
+        assert!(matches!(
+            ops[3],
+            Op::Copy {
+                add: true,
+                checksum: None,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn from_platform_is_recorded_with_global_args() {
+        let text = "ARG ARCH=arm64\nFROM --platform=$BUILDPLATFORM scratch AS build\nFROM --platform=linux/$ARCH scratch\nCOPY --from=build a b\n";
+        let graph = graph(text);
+        let platforms: Vec<Option<String>> = graph
+            .stages
+            .iter()
+            .map(|stage| stage.platform.as_ref().map(Platform::display))
+            .collect();
+        assert_eq!(
+            platforms,
+            [
+                Some("linux/arm64".to_string()),
+                Some("linux/arm64".to_string())
+            ]
+        );
+        assert_eq!(
+            super::tests::graph("FROM scratch\n").stages[0].platform,
+            None
+        );
+    }
+
+    #[test]
+    fn proxy_args_and_source_date_epoch_need_no_arg() {
+        let mut options = options();
+        for (name, value) in [
+            ("HTTP_PROXY", "http://proxy:3128"),
+            ("no_proxy", "localhost"),
+            ("SOURCE_DATE_EPOCH", "0"),
+            ("UNDECLARED", "x"),
+        ] {
+            options.build_args.insert(name.into(), value.into());
+        }
+        let text = "FROM scratch\nRUN a\nARG no_proxy=declared\nENV HTTP_PROXY=env\nRUN b\n";
+        let graph = graph_with(text, &options, &mut Images::default());
+        assert_eq!(
+            run_args_env(ops(&graph).first()),
+            pairs(&[
+                ("HTTP_PROXY", "http://proxy:3128"),
+                ("no_proxy", "localhost")
+            ])
+        );
+        assert_eq!(
+            run_args_env(ops(&graph).get(3)),
+            pairs(&[("no_proxy", "localhost")]),
+            "ENV hides the proxy arg; the declared ARG takes the build arg"
+        );
+        assert_eq!(
+            graph.build_args.keys().collect::<Vec<_>>(),
+            ["HTTP_PROXY", "SOURCE_DATE_EPOCH", "no_proxy"]
+        );
     }
 }
