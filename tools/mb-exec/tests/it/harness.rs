@@ -41,8 +41,8 @@ pub struct Fixture {
     pub base_layers: Vec<LayerRef>,
 }
 
-const APPLETS: [&str; 9] = [
-    "sh", "ls", "rm", "echo", "cat", "mkdir", "touch", "id", "test",
+const APPLETS: [&str; 12] = [
+    "sh", "ls", "rm", "echo", "cat", "mkdir", "touch", "id", "test", "sleep", "wc", "true",
 ];
 
 impl Fixture {
@@ -113,16 +113,41 @@ impl Fixture {
 
     /// Runs mb-exec on `document`.
     pub fn exec(&self, document: &Document) -> assert_cmd::assert::Assert {
+        self.exec_with(document, &[])
+    }
+
+    /// Runs mb-exec on `document` with extra arguments.
+    pub fn exec_with(&self, document: &Document, args: &[&str]) -> assert_cmd::assert::Assert {
         let json = serde_json::to_string(document).unwrap_or_default();
         assert_cmd::Command::cargo_bin("mb-exec")
             .map(|mut command| {
                 command
                     .arg("--store")
                     .arg(self.store.root())
+                    .args(args)
                     .write_stdin(json)
                     .assert()
             })
             .unwrap_or_else(|error| panic!("mb-exec binary: {error}"))
+    }
+
+    /// Path → (uid, gid, mode) of every entry of a gzip layer blob.
+    pub fn layer_owners(
+        &self,
+        layer: &LayerRef,
+    ) -> Result<BTreeMap<String, (u64, u64, u32)>, Box<dyn std::error::Error>> {
+        let blob = self.store.open_blob(&layer.digest)?;
+        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(blob));
+        let mut owners = BTreeMap::new();
+        for entry in archive.entries()? {
+            let entry = entry?;
+            let header = entry.header();
+            owners.insert(
+                entry.path()?.to_string_lossy().into_owned(),
+                (header.uid()?, header.gid()?, header.mode()?),
+            );
+        }
+        Ok(owners)
     }
 
     /// The names of the step results the store holds.
@@ -176,6 +201,78 @@ pub fn graph(stages: &[(usize, Option<&str>)]) -> Graph {
             })
             .collect(),
     }
+}
+
+/// A RUN of `script` with `mounts`.
+pub fn shell_with_mounts(script: &str, mounts: Vec<mb_core::graph::RunMount>) -> Action {
+    match shell(script) {
+        Action::Run {
+            argv,
+            env,
+            cwd,
+            user,
+            network,
+            ..
+        } => Action::Run {
+            argv,
+            env,
+            cwd,
+            user,
+            network,
+            mounts,
+        },
+        other => other,
+    }
+}
+
+/// A `--mount` of `kind` at `target`, everything else unset.
+pub fn mount(kind: mb_core::graph::MountKind, target: &str) -> mb_core::graph::RunMount {
+    mb_core::graph::RunMount {
+        kind,
+        target: target.to_string(),
+        from: None,
+        source: None,
+        read_write: false,
+        id: None,
+        sharing: None,
+        mode: None,
+        uid: None,
+        gid: None,
+        size: None,
+        required: false,
+        env: None,
+    }
+}
+
+/// Every file under `root` whose bytes contain `needle`, gzip and zstd blobs decompressed.
+pub fn files_containing(root: &Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(path) = pending.pop() {
+        let Ok(metadata) = fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if metadata.is_dir() {
+            if let Ok(entries) = fs::read_dir(&path) {
+                pending.extend(
+                    entries
+                        .filter_map(|entry| entry.ok())
+                        .map(|entry| entry.path()),
+                );
+            }
+            continue;
+        }
+        let Ok(raw) = fs::read(&path) else { continue };
+        let mut plain = Vec::new();
+        if raw.starts_with(&[0x1f, 0x8b]) {
+            let _ = flate2::read::GzDecoder::new(raw.as_slice()).read_to_end(&mut plain);
+        }
+        let contains = |bytes: &[u8]| bytes.windows(needle.len()).any(|window| window == needle);
+        if contains(&raw) || contains(&plain) {
+            found.push(path);
+        }
+    }
+    found
 }
 
 pub fn shell(script: &str) -> Action {

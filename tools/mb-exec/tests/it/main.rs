@@ -3,5 +3,6 @@
 //! print why and pass without checking anything where those are missing (CI runs as root).
 
 mod harness;
+mod mounts;
 mod multi_stage;
 mod run;
