@@ -56,11 +56,29 @@ fn changing_one_file_reruns_only_the_steps_that_depend_on_it() {
         .map(|steps| steps.iter().map(|step| step["status"].clone()).collect())
         .unwrap_or_default();
     assert_eq!(statuses, ["hit", "hit", "hit", "miss", "pending"]);
+    let reason = second.plan["plan"]["steps"][3]["reason"].as_str().unwrap_or_default();
+    assert_eq!(reason, "files changed: main.txt (modified) since the last build");
     assert_eq!(
         second.outcomes(),
         ["cached", "cached", "cached", "ran", "ran"]
     );
     assert_ne!(first.manifest(), second.manifest());
+}
+
+#[test]
+fn no_cache_reruns_every_step_and_the_next_build_uses_its_results() {
+    if !can_run_containers("no_cache_reruns_every_step_and_the_next_build_uses_its_results") {
+        return;
+    }
+    let sandbox = app_sandbox();
+    sandbox.build(&[]);
+    let graph = sandbox.stage("mb-parse", &["-f", "Dockerfile"], "");
+    let context = sandbox.stage("mb-hash", &["--context", "."], &graph.to_string());
+    let plan = sandbox.stage("mb-plan", &["--no-cache"], &context.to_string());
+    assert_eq!(plan["plan"]["n_hit"], 0);
+    let result = sandbox.stage("mb-exec", &[], &plan.to_string());
+    assert_eq!(result["result"]["n_ran"], 5, "no step is cut off either");
+    assert_eq!(sandbox.build(&[]).result["result"]["n_ran"], 0);
 }
 
 #[test]

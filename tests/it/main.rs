@@ -11,3 +11,4 @@ mod example;
 mod failures;
 mod interop;
 mod snapshots;
+mod store;

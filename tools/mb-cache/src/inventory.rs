@@ -21,6 +21,11 @@ pub struct ResultEntry {
     pub size: u64,
     /// Seconds since it was built.
     pub age_seconds: i64,
+    /// Seconds since a plan last found it.
+    pub unused_seconds: i64,
+    /// Where in which Dockerfile it was last built or planned, when the store knows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
     /// How long it took to build.
     pub duration_ms: u64,
 }
@@ -30,14 +35,18 @@ pub fn list_results(store: &Store) -> Result<Vec<ResultEntry>, CoreError> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_secs() as i64);
+    let locations = locations_by_key(store)?;
     let mut entries = Vec::new();
     for (key, output) in read_results(store)? {
+        let last_used = store.result_last_used(&key)?;
         entries.push(ResultEntry {
+            location: locations.get(&key).cloned(),
             key,
             created_by: output.created_by,
             layer: output.layer.digest,
             size: output.layer.size,
             age_seconds: now - output.created,
+            unused_seconds: now - last_used,
             duration_ms: output.duration_ms,
         });
     }
@@ -45,7 +54,23 @@ pub fn list_results(store: &Store) -> Result<Vec<ResultEntry>, CoreError> {
     Ok(entries)
 }
 
-fn read_results(store: &Store) -> Result<Vec<(String, StepOutput)>, CoreError> {
+/// Key → `file:line` of the location records that name it.
+fn locations_by_key(store: &Store) -> Result<std::collections::HashMap<String, String>, CoreError> {
+    let dir = store.root().join("locations");
+    let mut locations = std::collections::HashMap::new();
+    for entry in fs::read_dir(&dir).map_err(CoreError::io(&dir))? {
+        let path = entry.map_err(CoreError::io(&dir))?.path();
+        let Some(id) = path.file_stem().and_then(|stem| stem.to_str()) else {
+            continue;
+        };
+        if let Some(record) = store.location_record::<mb_core::record::LocationRecord>(id) {
+            locations.insert(record.key, record.location);
+        }
+    }
+    Ok(locations)
+}
+
+pub(crate) fn read_results(store: &Store) -> Result<Vec<(String, StepOutput)>, CoreError> {
     let dir = store.root().join("results");
     let mut results = Vec::new();
     for entry in fs::read_dir(&dir).map_err(CoreError::io(&dir))? {
@@ -92,7 +117,7 @@ pub fn disk_usage(store: &Store) -> Result<DiskUsage, CoreError> {
     })
 }
 
-fn tree_size(path: &Path) -> Result<u64, CoreError> {
+pub(crate) fn tree_size(path: &Path) -> Result<u64, CoreError> {
     let metadata = match fs::symlink_metadata(path) {
         Ok(metadata) => metadata,
         Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(0),

@@ -14,6 +14,7 @@ pub mod image;
 pub mod key;
 pub mod layer;
 pub mod plan;
+pub mod record;
 pub mod reference;
 #[cfg(feature = "registry")]
 pub mod registry;

@@ -127,6 +127,10 @@ pub struct PlanStep {
     /// Its layer, when it is a hit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub layer: Option<LayerRef>,
+    /// `--no-cache` or `--no-cache-filter` covers it: it runs even when the store has a result
+    /// for its key, so mb-exec must not cut it off either.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_cache: bool,
 }
 
 /// What a step does, with everything that affects its result resolved.
@@ -184,6 +188,27 @@ pub enum Action {
         /// Owner, `user[:group]`, empty for root.
         user: String,
     },
+}
+
+impl Action {
+    /// The stages whose final filesystem this action reads (`COPY --from`, `RUN --mount
+    /// from=`), besides the one it runs on.
+    pub fn stages_read(&self) -> Vec<usize> {
+        match self {
+            Action::Copy {
+                input: CopyInput::Stage { index },
+                ..
+            } => vec![*index],
+            Action::Run { mounts, .. } => mounts
+                .iter()
+                .filter_map(|mount| match mount.from {
+                    Some(crate::graph::CopyFrom::Stage { index }) => Some(index),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
 }
 
 /// The source of a COPY.

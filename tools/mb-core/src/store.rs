@@ -6,6 +6,7 @@
 //! <root>/oci-layout, index.json, blobs/sha256/<hex>   an OCI image layout; index.json names images
 //! <root>/results/<key>.json                          a step's output, by BLAKE3 cache key
 //! <root>/snapshots/<diff-id hex>/                    a layer unpacked for overlayfs, by diff id
+//! <root>/locations/<id>.json                         what the last plan keyed at each step location
 //! <root>/stat-cache/                                 mb-hash's stat cache
 //! <root>/tmp/                                        where every write starts
 //! ```
@@ -32,9 +33,14 @@ pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 pub const STORE_ENV: &str = "MEMOBUILD_STORE";
 
 /// A handle on a store directory.
+///
+/// Every handle holds a shared `flock` on `<root>/lock` for as long as it lives, so builds run
+/// side by side while `mb-cache gc`, which upgrades its handle's lock to exclusive, waits for
+/// them to finish (and they wait for it) instead of deleting blobs under them.
 #[derive(Debug, Clone)]
 pub struct Store {
     root: PathBuf,
+    lock: std::sync::Arc<nix::fcntl::Flock<File>>,
 }
 
 /// What a step produced, stored under its cache key.
@@ -167,13 +173,38 @@ impl Store {
 
     /// Opens the store at `root`, creating its directories if needed.
     pub fn open(root: impl Into<PathBuf>) -> Result<Store, CoreError> {
-        let store = Store { root: root.into() };
-        for dir in ["results", "snapshots", "stat-cache", "tmp"] {
+        let root = root.into();
+        fs::create_dir_all(&root).map_err(CoreError::io(&root))?;
+        let lock_path = root.join("lock");
+        let lock_file = File::options()
+            .create(true)
+            .append(true)
+            .open(&lock_path)
+            .map_err(CoreError::io(&lock_path))?;
+        let lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockShared).map_err(
+            |(_, errno)| CoreError::Io {
+                path: lock_path.clone(),
+                source: io::Error::from(errno),
+            },
+        )?;
+        let store = Store {
+            root,
+            lock: std::sync::Arc::new(lock),
+        };
+        for dir in ["results", "snapshots", "stat-cache", "locations", "tmp"] {
             let path = store.root.join(dir);
             fs::create_dir_all(&path).map_err(CoreError::io(&path))?;
         }
         init_layout(&store.root, &store.tmp_dir())?;
         Ok(store)
+    }
+
+    /// Waits until no other handle (in any process) uses the store, then keeps everyone else
+    /// out until this handle is dropped: for collecting garbage.
+    pub fn lock_exclusive(&self) -> Result<(), CoreError> {
+        self.lock
+            .relock(nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|errno| CoreError::io(self.root.join("lock"))(io::Error::from(errno)))
     }
 
     /// The store's root directory.
@@ -278,6 +309,51 @@ impl Store {
             }
         };
         Ok(self.has_blob(&output.layer.digest).then_some(output))
+    }
+
+    /// Marks a result as used now, for least-recently-used collection (its file's mtime).
+    pub fn touch_result(&self, key: &str) -> Result<(), CoreError> {
+        let path = self.result_path(key);
+        File::options()
+            .append(true)
+            .open(&path)
+            .and_then(|file| file.set_modified(std::time::SystemTime::now()))
+            .map_err(CoreError::io(&path))
+    }
+
+    /// When a result was last used (its file's mtime), seconds since the epoch.
+    pub fn result_last_used(&self, key: &str) -> Result<i64, CoreError> {
+        let path = self.result_path(key);
+        let metadata = fs::metadata(&path).map_err(CoreError::io(&path))?;
+        Ok(std::os::unix::fs::MetadataExt::mtime(&metadata))
+    }
+
+    /// Removes a step result (its blobs stay until `gc`).
+    pub fn remove_result(&self, key: &str) -> Result<bool, CoreError> {
+        let path = self.result_path(key);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(true),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(error) => Err(CoreError::io(&path)(error)),
+        }
+    }
+
+    /// The record of what was last keyed at a step location (see mb-plan's explain module).
+    pub fn location_record<T: DeserializeOwned>(&self, id: &str) -> Option<T> {
+        let path = self.root.join("locations").join(format!("{id}.json"));
+        fs::read(path)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+    }
+
+    /// Replaces the record of a step location.
+    pub fn put_location_record<T: Serialize>(&self, id: &str, record: &T) -> Result<(), CoreError> {
+        let path = self.root.join("locations").join(format!("{id}.json"));
+        let bytes = serde_json::to_vec(record).map_err(|source| CoreError::Json {
+            path: path.clone(),
+            source,
+        })?;
+        write_atomically(&self.tmp_dir(), &path, &bytes)
     }
 
     /// Records the output of a step under its key.

@@ -5,6 +5,7 @@
 //! and why.
 
 mod actions;
+mod explain;
 mod planner;
 
 use mb_core::{CoreError, Document, ExitStatus, Failure, Kind};
@@ -23,9 +24,16 @@ the store), miss (it must run) or pending (its key depends on a step that must r
 Writes the `plan` document on stdout."
 )]
 pub struct Cli {
-    /// Explain on stderr, step by step, what hits and why anything misses.
+    /// Explain on stderr, step by step, what hits and why anything misses (a dry run when the
+    /// plan is not passed on to mb-exec).
     #[arg(long)]
     pub explain: bool,
+    /// Run every step, whatever the store holds.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Run the steps of this stage (name or index) whatever the store holds; repeatable.
+    #[arg(long, value_name = "STAGE")]
+    pub no_cache_filter: Vec<String>,
     /// Shared options.
     #[command(flatten)]
     pub common: mb_core::cli::CommonArgs,
@@ -68,7 +76,12 @@ impl Failure for Error {
 pub fn run(cli: Cli) -> Result<(), Error> {
     let mut document = Document::read_stdin("mb-plan", &[Kind::Context])?;
     let store = cli.common.open_store()?;
-    let plan = plan(&document, &store, &PlanOptions::from_env())?;
+    let options = PlanOptions {
+        no_cache: cli.no_cache,
+        no_cache_stages: cli.no_cache_filter.clone(),
+        ..PlanOptions::from_env()
+    };
+    let plan = plan(&document, &store, &options)?;
     if cli.explain || cli.common.chatty() {
         eprint!("{}", planner::explanation(&plan, cli.explain));
     }

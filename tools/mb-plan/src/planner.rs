@@ -5,19 +5,23 @@ use std::collections::HashMap;
 use mb_core::graph::{Base, Stage};
 use mb_core::image::{self, HistoryEntry, ImageConfig};
 use mb_core::key::{chain_id, KeyMaterial, KEY_SCHEME};
-use mb_core::plan::{
-    Action, CopyInput, LayerRef, PlanSection, PlanStage, PlanStep, ResolvedBase, StepStatus,
-};
+use mb_core::plan::{LayerRef, PlanSection, PlanStage, PlanStep, ResolvedBase, StepStatus};
 use mb_core::{Document, Store};
 
 use crate::actions::resolve_action;
+use crate::explain;
 use crate::Error;
+use mb_core::record::LocationRecord;
 
-/// Settings that come from the environment rather than the document.
+/// Settings that come from the command line and environment rather than the document.
 #[derive(Debug, Clone, Default)]
 pub struct PlanOptions {
     /// `SOURCE_DATE_EPOCH`, if set.
     pub source_date_epoch: Option<i64>,
+    /// `--no-cache`: every step runs.
+    pub no_cache: bool,
+    /// `--no-cache-filter`: the steps of these stages (names or indexes) run.
+    pub no_cache_stages: Vec<String>,
 }
 
 impl PlanOptions {
@@ -27,7 +31,16 @@ impl PlanOptions {
             source_date_epoch: std::env::var("SOURCE_DATE_EPOCH")
                 .ok()
                 .and_then(|value| value.trim().parse().ok()),
+            ..PlanOptions::default()
         }
+    }
+
+    /// Whether the cache is bypassed for the steps of `stage`.
+    fn forces(&self, stage: &Stage) -> bool {
+        self.no_cache
+            || self.no_cache_stages.iter().any(|wanted| {
+                wanted == &stage.index.to_string() || stage.name.as_deref() == Some(wanted.as_str())
+            })
     }
 }
 
@@ -86,13 +99,9 @@ pub fn plan(
                     &config,
                     &planned,
                 )?;
-                if let Action::Copy {
-                    input: CopyInput::Stage { index },
-                    ..
-                } = &action
-                {
-                    if !plan_stage.needs.contains(index) {
-                        plan_stage.needs.push(*index);
+                for index in action.stages_read() {
+                    if !plan_stage.needs.contains(&index) {
+                        plan_stage.needs.push(index);
                     }
                 }
                 let mut step = PlanStep {
@@ -107,8 +116,21 @@ pub fn plan(
                     status: StepStatus::Pending,
                     reason: None,
                     layer: None,
+                    no_cache: options.forces(stage),
                 };
-                key_step(&mut step, layers.as_deref(), inputs, &section, store)?;
+                let lookup = StepLookup {
+                    document,
+                    stage: &plan_stage,
+                    ordinal: plan_stage.steps.len(),
+                };
+                key_step(
+                    &mut step,
+                    layers.as_deref(),
+                    inputs,
+                    &section,
+                    store,
+                    lookup,
+                )?;
                 match (&step.layer, layers.as_mut()) {
                     (Some(layer), Some(known)) => known.push(layer.clone()),
                     _ => layers = None,
@@ -180,13 +202,22 @@ fn resolve_base(
     }
 }
 
-/// Computes the step's key when its parent filesystem and inputs are known, and looks it up.
+/// Where a step stands, for its location record.
+struct StepLookup<'a> {
+    document: &'a Document,
+    stage: &'a PlanStage,
+    ordinal: usize,
+}
+
+/// Computes the step's key when its parent filesystem and inputs are known, looks it up, and
+/// says why it missed by comparing with what was keyed at its location last time.
 fn key_step(
     step: &mut PlanStep,
     parent_layers: Option<&[LayerRef]>,
     inputs: Option<Vec<String>>,
     section: &PlanSection,
     store: &Store,
+    lookup: StepLookup<'_>,
 ) -> Result<(), Error> {
     let (Some(parent_layers), Some(inputs)) = (parent_layers, inputs) else {
         step.status = StepStatus::Pending;
@@ -199,25 +230,48 @@ fn key_step(
         return Ok(());
     };
     let parent = chain_id(parent_layers.iter().map(|layer| &layer.diff_id));
-    let key = KeyMaterial {
+    let material = KeyMaterial {
         scheme: KEY_SCHEME,
         platform: &section.platform,
         source_date_epoch: section.source_date_epoch,
         parent: &parent,
         inputs: &inputs,
         action: &step.action,
-    }
-    .key();
+    };
+    let key = material.key();
+    let (location_id, record) = LocationRecord::for_step(
+        &lookup.document.graph,
+        lookup.stage,
+        lookup.ordinal,
+        step,
+        &material,
+        lookup.document.context.as_ref(),
+    );
+    let previous: Option<LocationRecord> = store.location_record(&location_id);
     match store.result(&key)? {
-        Some(output) => {
+        Some(output) if !step.no_cache => {
             step.status = StepStatus::Hit;
             step.layer = Some(output.layer);
+            store.touch_result(&key)?;
         }
-        None => {
+        _ if step.no_cache => {
             step.status = StepStatus::Miss;
-            step.reason = Some("no earlier build of this step with these inputs".to_string());
+            step.reason = Some("--no-cache".to_string());
+        }
+        _ => {
+            let previous_was_built = match &previous {
+                Some(previous) => store.result(&previous.key)?.is_some(),
+                None => false,
+            };
+            step.status = StepStatus::Miss;
+            step.reason = Some(explain::why_missed(
+                previous.as_ref(),
+                &record,
+                previous_was_built,
+            ));
         }
     }
+    record.save(store, &location_id)?;
     step.key = Some(key);
     Ok(())
 }
@@ -253,7 +307,7 @@ pub fn explanation(plan: &PlanSection, detailed: bool) -> String {
 mod tests {
     use super::*;
     use mb_core::graph::{Command, Graph, Instruction, Location, Op, Platform};
-    use mb_core::plan::LayerRef;
+    use mb_core::plan::{Action, LayerRef};
     use mb_core::store::StepOutput;
     use mb_core::Digest;
 
@@ -359,6 +413,74 @@ mod tests {
     }
 
     #[test]
+    fn no_cache_forces_misses_for_the_chosen_stages_only() -> Result<(), Error> {
+        let dir = tempfile::tempdir().map_err(mb_core::CoreError::io("tempdir"))?;
+        let store = Store::open(dir.path())?;
+        let document = document();
+        let first = plan(&document, &store, &PlanOptions::default())?;
+        store.put_blob(b"blob")?;
+        store.put_result(
+            first.steps[0].key.as_deref().unwrap_or_default(),
+            &StepOutput {
+                layer: LayerRef {
+                    digest: Digest::of(b"blob"),
+                    diff_id: Digest::of(b"tar"),
+                    size: 4,
+                    media_type: image::media_type::LAYER_GZIP.into(),
+                },
+                created_by: "WORKDIR /app".into(),
+                created: 0,
+                duration_ms: 1,
+            },
+        )?;
+        let other_stage = PlanOptions {
+            no_cache_stages: vec!["build".into()],
+            ..PlanOptions::default()
+        };
+        assert_eq!(
+            plan(&document, &store, &other_stage)?.steps[0].status,
+            StepStatus::Hit
+        );
+        for forced in [
+            PlanOptions {
+                no_cache: true,
+                ..PlanOptions::default()
+            },
+            PlanOptions {
+                no_cache_stages: vec!["0".into()],
+                ..PlanOptions::default()
+            },
+        ] {
+            let forced = plan(&document, &store, &forced)?;
+            assert_eq!(forced.steps[0].status, StepStatus::Miss);
+            assert_eq!(forced.steps[0].reason.as_deref(), Some("--no-cache"));
+            assert!(forced.steps.iter().all(|step| step.no_cache));
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_miss_says_what_changed_since_the_last_plan() -> Result<(), Error> {
+        let dir = tempfile::tempdir().map_err(mb_core::CoreError::io("tempdir"))?;
+        let store = Store::open(dir.path())?;
+        let mut document = document();
+        let first = plan(&document, &store, &PlanOptions::default())?;
+        assert_eq!(
+            first.steps[0].reason.as_deref(),
+            Some("no earlier build of this step")
+        );
+        document.graph.stages[0].instructions[0].op = Op::Workdir {
+            path: "/srv".into(),
+        };
+        let second = plan(&document, &store, &PlanOptions::default())?;
+        assert_eq!(
+            second.steps[0].reason.as_deref(),
+            Some("the path changed since the last plan")
+        );
+        Ok(())
+    }
+
+    #[test]
     fn source_date_epoch_changes_every_key() -> Result<(), Error> {
         let dir = tempfile::tempdir().map_err(mb_core::CoreError::io("tempdir"))?;
         let store = Store::open(dir.path())?;
@@ -369,6 +491,7 @@ mod tests {
             &store,
             &PlanOptions {
                 source_date_epoch: Some(0),
+                ..PlanOptions::default()
             },
         )?;
         assert_ne!(plain.steps[0].key, pinned.steps[0].key);
