@@ -104,7 +104,7 @@ impl Secrets {
         match self.by_id.get(id) {
             None => Ok(None),
             Some(SecretSource::Env(variable)) => Ok(std::env::var_os(variable)
-                .map(|value| std::os::unix::ffi::OsStringExt::into_vec(value))),
+                .map(std::os::unix::ffi::OsStringExt::into_vec)),
             Some(SecretSource::File(path)) => {
                 fs::read(path)
                     .map(Some)

@@ -16,6 +16,9 @@ use mb_core::{Digest, Document, Kind, Store};
 
 pub type TestResult = Result<(), Box<dyn std::error::Error>>;
 
+/// uid, gid and mode of a layer entry.
+pub type Owner = (u64, u64, u32);
+
 /// Whether this machine can run the container tests; says why not on stderr.
 pub fn can_run_containers() -> bool {
     let missing = if !nix::unistd::geteuid().is_root() {
@@ -135,7 +138,7 @@ impl Fixture {
     pub fn layer_owners(
         &self,
         layer: &LayerRef,
-    ) -> Result<BTreeMap<String, (u64, u64, u32)>, Box<dyn std::error::Error>> {
+    ) -> Result<BTreeMap<String, Owner>, Box<dyn std::error::Error>> {
         let blob = self.store.open_blob(&layer.digest)?;
         let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(blob));
         let mut owners = BTreeMap::new();
