@@ -17,7 +17,7 @@ pub enum OciError {
     },
     /// `import` was given something that is neither a layout nor a directory.
     #[error(
-        "{0}: not a directory (import takes an OCI image layout or a root filesystem directory)"
+        "{0}: not a directory or a tar file (import takes an OCI image layout, an oci-archive or docker-archive, or a root filesystem directory)"
     )]
     NotADirectory(PathBuf),
     /// `--ref` was given for a root filesystem directory, which holds one image only.
@@ -90,6 +90,67 @@ pub enum OciError {
     /// A file name that is not UTF-8 where a name is needed.
     #[error("{0}: the directory name is not UTF-8")]
     NonUtf8Name(PathBuf),
+    /// `export` was given nowhere to write the image.
+    #[error("export needs at least one output: --layout, --archive, --docker-archive or --push")]
+    NoOutput,
+    /// `--layout`, `--archive` or `--docker-archive` without a name for the image.
+    #[error("{0} needs at least one --tag to name the image")]
+    OutputNeedsTag(&'static str),
+    /// `--annotation` or `--label` that is not `KEY=VALUE`.
+    #[error("{flag} `{given}` is not KEY=VALUE")]
+    BadKeyValue {
+        /// The flag.
+        flag: &'static str,
+        /// What was given.
+        given: String,
+    },
+    /// A conversion `--format docker` cannot express.
+    #[error("--format docker cannot express {0}; use --format oci")]
+    NotDockerExpressible(String),
+    /// A registry name that is not a host.
+    #[error("invalid registry `{0}`: expected a host such as localhost:5000 or ghcr.io")]
+    BadRegistry(String),
+    /// `login --password-stdin` read nothing.
+    #[error("no password on standard input")]
+    EmptyPassword,
+    /// Standard input could not be read.
+    #[error("cannot read standard input: {source}")]
+    Stdin {
+        /// What the system said.
+        source: std::io::Error,
+    },
+    /// `logout` of a registry without stored credentials.
+    #[error("no credentials for {registry} in {path}")]
+    NotLoggedIn {
+        /// The registry.
+        registry: String,
+        /// The file searched.
+        path: PathBuf,
+    },
+    /// A tar file that is neither an oci-archive nor a docker-archive.
+    #[error(
+        "{0}: not an oci-archive or docker-archive (it has neither oci-layout nor manifest.json)"
+    )]
+    NotAnArchive(PathBuf),
+    /// A file given to `import` that is not a readable tar archive.
+    #[error("{path}: not an oci-archive or docker-archive: {reason}")]
+    UnreadableArchive {
+        /// The file.
+        path: PathBuf,
+        /// What tar said.
+        reason: String,
+    },
+    /// A tar archive that cannot be read or written.
+    #[error("{path}: {reason}")]
+    Archive {
+        /// The archive.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A registry operation failed.
+    #[error(transparent)]
+    Registry(#[from] mb_core::registry::RegistryError),
     /// Anything from the shared crate.
     #[error(transparent)]
     Core(#[from] CoreError),
@@ -109,7 +170,19 @@ impl Failure for OciError {
             | OciError::BadSourceDateEpoch(_)
             | OciError::NoResult
             | OciError::BadLayoutTag(_)
-            | OciError::NonUtf8Name(_) => ExitStatus::BadInput,
+            | OciError::NonUtf8Name(_)
+            | OciError::NoOutput
+            | OciError::OutputNeedsTag(_)
+            | OciError::BadKeyValue { .. }
+            | OciError::NotDockerExpressible(_)
+            | OciError::BadRegistry(_)
+            | OciError::EmptyPassword
+            | OciError::NotAnArchive(_)
+            | OciError::UnreadableArchive { .. } => ExitStatus::BadInput,
+            OciError::Stdin { .. } | OciError::NotLoggedIn { .. } | OciError::Archive { .. } => {
+                ExitStatus::BuildFailed
+            }
+            OciError::Registry(registry) => registry.exit_status(),
             OciError::LayoutBlob { source, .. } => source.exit_status(),
             OciError::Core(core) => core.exit_status(),
         }

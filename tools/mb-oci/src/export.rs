@@ -1,21 +1,69 @@
-//! `mb-oci export`: writes the image of a `result` document to an OCI image layout, which
-//! skopeo, umoci, podman or crane can read, push or run.
+//! `mb-oci export`: writes the image of a `result` document to any of an OCI image layout, an
+//! oci-archive, a docker-archive and registries, at once; skopeo, umoci, podman, docker and
+//! crane read what it writes.
 //!
-//! The layout may already hold other images; their blobs and names are kept, and blobs the
-//! layout already has are not copied again. The index is written last, so a reader of the
-//! layout never sees a name whose blobs are not all there.
+//! A layout may already hold other images; their blobs and names are kept, and blobs the layout
+//! already has are not copied again. The index is written last, so a reader of the layout never
+//! sees a name whose blobs are not all there. `--format docker`, `--annotation` and `--label`
+//! make a new manifest (and, for labels, a new config) in the store before anything is written.
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
 use mb_core::document::SCHEMA_VERSION;
-use mb_core::image::{Descriptor, Manifest};
+use mb_core::image::{canonical_json, media_type, Descriptor, Manifest};
+use mb_core::registry::client::DOCKER_MANIFEST;
+use mb_core::registry::{PushReport, RegistryOptions};
+use mb_core::result::ImageRef;
 use mb_core::store::{init_layout, update_layout_index};
 use mb_core::{Digest, Document, Kind, Store};
 
+use crate::archive;
 use crate::error::OciError;
 use crate::layout::Layout;
+use crate::Format;
+
+/// Docker's media type of an image config.
+pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+/// Docker's media type of a gzip-compressed layer.
+pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+/// Docker's media type of an uncompressed layer.
+pub const DOCKER_LAYER_TAR: &str = "application/vnd.docker.image.rootfs.diff.tar";
+
+/// The options of `mb-oci export`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ExportArgs {
+    /// An OCI image layout directory, created if missing; other images in it are kept.
+    #[arg(long, value_name = "DIR")]
+    pub layout: Option<PathBuf>,
+    /// An oci-archive tar file (an OCI image layout in a tar).
+    #[arg(long, value_name = "FILE")]
+    pub archive: Option<PathBuf>,
+    /// A docker-archive tar file, loadable by `docker load` and `podman load`.
+    #[arg(long = "docker-archive", value_name = "FILE")]
+    pub docker_archive: Option<PathBuf>,
+    /// Push to this registry reference (`localhost:5000/app:v1`), uploading only the blobs the
+    /// registry lacks; repeatable.
+    #[arg(long, value_name = "REF")]
+    pub push: Vec<String>,
+    /// The name the image gets in the layout and archives (`app:latest`); repeatable.
+    #[arg(long, value_name = "NAME")]
+    pub tag: Vec<String>,
+    /// The manifest and config media types.
+    #[arg(long, value_enum, default_value_t = Format::Oci)]
+    pub format: Format,
+    /// Add a manifest annotation; repeatable.
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub annotation: Vec<String>,
+    /// Add a label to the image config; repeatable.
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub label: Vec<String>,
+    /// Upload blobs larger than this in chunks of this many bytes (default: in one request).
+    #[arg(long, value_name = "BYTES")]
+    pub chunk_size: Option<u64>,
+}
 
 /// What `export` prints.
 #[derive(Debug, Serialize)]
@@ -26,8 +74,12 @@ pub struct ExportDocument {
     pub schema_version: u32,
     /// The manifest's digest.
     pub manifest: Digest,
-    /// One skopeo-style `oci:DIR:NAME` reference per tag.
+    /// The manifest's media type.
+    pub media_type: String,
+    /// What was written, as skopeo transport references (`oci:DIR:NAME`, `docker://REF`, ...).
     pub references: Vec<String>,
+    /// What each push did.
+    pub pushed: Vec<PushReport>,
 }
 
 /// Whether `name` is a valid `org.opencontainers.image.ref.name`: components of letters and
@@ -52,15 +104,113 @@ pub fn is_valid_layout_tag(name: &str) -> bool {
         })
 }
 
-/// Reads a `result` document from stdin and writes its image to the layout `layout_dir` under
-/// each of `tags`; prints an [`ExportDocument`].
-pub fn run(store: &Store, layout_dir: &Path, tags: &[String]) -> Result<(), OciError> {
-    if let Some(bad) = tags.iter().find(|tag| !is_valid_layout_tag(tag)) {
-        return Err(OciError::BadLayoutTag(bad.clone()));
+/// Parses `KEY=VALUE` flags.
+fn key_values(flag: &'static str, given: &[String]) -> Result<BTreeMap<String, String>, OciError> {
+    given
+        .iter()
+        .map(|pair| match pair.split_once('=') {
+            Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
+            _ => Err(OciError::BadKeyValue {
+                flag,
+                given: pair.clone(),
+            }),
+        })
+        .collect()
+}
+
+/// The Docker media type of a layer, or an error for what Docker's format cannot say.
+fn docker_layer_type(oci: &str) -> Result<String, OciError> {
+    match oci {
+        media_type::LAYER_GZIP | DOCKER_LAYER_GZIP => Ok(DOCKER_LAYER_GZIP.to_string()),
+        media_type::LAYER_TAR | DOCKER_LAYER_TAR => Ok(DOCKER_LAYER_TAR.to_string()),
+        other => Err(OciError::NotDockerExpressible(format!(
+            "layers of type {other}"
+        ))),
     }
-    let document = Document::read_stdin("mb-oci", &[Kind::Result])?;
-    let image = document.result.ok_or(OciError::NoResult)?.image;
-    let manifest: Manifest = store.read_json_blob(&image.manifest)?;
+}
+
+/// The image to write: the built one, or a new manifest (and config) in the store when the
+/// format, annotations or labels change it.
+pub fn derive_image(
+    store: &Store,
+    image: &ImageRef,
+    format: Format,
+    annotations: &BTreeMap<String, String>,
+    labels: &BTreeMap<String, String>,
+) -> Result<Descriptor, OciError> {
+    let built = Descriptor {
+        media_type: image.media_type.clone(),
+        digest: image.manifest.clone(),
+        size: image.manifest_size,
+        annotations: BTreeMap::new(),
+        platform: None,
+    };
+    if format == Format::Oci && annotations.is_empty() && labels.is_empty() {
+        return Ok(built);
+    }
+    let mut manifest: Manifest = store.read_json_blob(&image.manifest)?;
+    if !labels.is_empty() {
+        let mut config: serde_json::Value = store.read_json_blob(&manifest.config.digest)?;
+        if let Some(config_object) = config.as_object_mut() {
+            let runtime = config_object
+                .entry("config")
+                .or_insert_with(|| serde_json::json!({}));
+            if let Some(runtime) = runtime.as_object_mut() {
+                let existing = runtime
+                    .entry("Labels")
+                    .or_insert_with(|| serde_json::json!({}));
+                if !existing.is_object() {
+                    *existing = serde_json::json!({});
+                }
+                if let Some(existing) = existing.as_object_mut() {
+                    for (key, value) in labels {
+                        existing.insert(key.clone(), serde_json::Value::String(value.clone()));
+                    }
+                }
+            }
+        }
+        let (digest, size) = store.put_json_blob(&config)?;
+        manifest.config.digest = digest;
+        manifest.config.size = size;
+    }
+    match format {
+        Format::Oci => manifest.annotations.extend(annotations.clone()),
+        Format::Docker => {
+            if !annotations.is_empty() {
+                return Err(OciError::NotDockerExpressible(
+                    "annotations (--annotation)".to_string(),
+                ));
+            }
+            // Docker's manifest has no annotations; the built ones cannot be carried over.
+            manifest.annotations.clear();
+            manifest.media_type = Some(DOCKER_MANIFEST.to_string());
+            manifest.config.media_type = DOCKER_CONFIG.to_string();
+            for layer in &mut manifest.layers {
+                layer.media_type = docker_layer_type(&layer.media_type)?;
+            }
+        }
+    }
+    let bytes = canonical_json(&manifest)?;
+    let digest = store.put_blob(&bytes)?;
+    Ok(Descriptor {
+        media_type: manifest
+            .media_type
+            .unwrap_or_else(|| media_type::MANIFEST.to_string()),
+        digest,
+        size: bytes.len() as u64,
+        annotations: BTreeMap::new(),
+        platform: None,
+    })
+}
+
+/// Copies an image of the store into the layout `layout_dir` and names it `tags` there.
+pub fn write_layout(
+    store: &Store,
+    layout_dir: &Path,
+    image: &Descriptor,
+    tags: &[String],
+) -> Result<(), OciError> {
+    let manifest: Manifest = store.read_json_blob(&image.digest)?;
     // Temporary files go in the layout itself so that renaming them into place never crosses
     // a filesystem boundary.
     init_layout(layout_dir, layout_dir)?;
@@ -69,33 +219,98 @@ pub fn run(store: &Store, layout_dir: &Path, tags: &[String]) -> Result<(), OciE
         layout.copy_blob_from_store(store, &layer_descriptor.digest)?;
     }
     layout.copy_blob_from_store(store, &manifest.config.digest)?;
-    layout.copy_blob_from_store(store, &image.manifest)?;
-    let descriptor = Descriptor {
-        media_type: image.media_type.clone(),
-        digest: image.manifest.clone(),
-        size: image.manifest_size,
-        annotations: Default::default(),
-        platform: None,
-    };
+    layout.copy_blob_from_store(store, &image.digest)?;
     update_layout_index(layout_dir, layout_dir, |index| {
+        if tags.is_empty() {
+            index
+                .manifests
+                .retain(|existing| existing.digest != image.digest);
+            index.manifests.push(image.clone());
+        }
         for tag in tags {
-            index.set(tag, descriptor.clone());
+            index.set(tag, image.clone());
         }
     })?;
-    tracing::info!(
-        "exported {} to {} as {}",
-        image.manifest,
-        layout_dir.display(),
-        tags.join(", ")
-    );
+    Ok(())
+}
+
+fn tagged_references(prefix: &str, tags: &[String]) -> Vec<String> {
+    if tags.is_empty() {
+        return vec![prefix.to_string()];
+    }
+    tags.iter().map(|tag| format!("{prefix}:{tag}")).collect()
+}
+
+/// Reads a `result` document from stdin and writes its image to every output asked for;
+/// prints an [`ExportDocument`].
+pub fn run(store: &Store, args: &ExportArgs, options: &RegistryOptions) -> Result<(), OciError> {
+    if args.layout.is_none()
+        && args.archive.is_none()
+        && args.docker_archive.is_none()
+        && args.push.is_empty()
+    {
+        return Err(OciError::NoOutput);
+    }
+    if args.layout.is_some() && args.tag.is_empty() {
+        return Err(OciError::OutputNeedsTag("--layout"));
+    }
+    if let Some(bad) = args.tag.iter().find(|tag| !is_valid_layout_tag(tag)) {
+        return Err(OciError::BadLayoutTag(bad.clone()));
+    }
+    let annotations = key_values("--annotation", &args.annotation)?;
+    let labels = key_values("--label", &args.label)?;
+    let document = Document::read_stdin("mb-oci", &[Kind::Result])?;
+    let built = document.result.ok_or(OciError::NoResult)?.image;
+    let image = derive_image(store, &built, args.format, &annotations, &labels)?;
+    let mut references = Vec::new();
+    if let Some(layout_dir) = &args.layout {
+        write_layout(store, layout_dir, &image, &args.tag)?;
+        references.extend(tagged_references(
+            &format!("oci:{}", layout_dir.display()),
+            &args.tag,
+        ));
+    }
+    if let Some(file) = &args.archive {
+        let staging = store.temp_dir("oci-archive-")?;
+        write_layout(store, staging.path(), &image, &args.tag)?;
+        archive::write_tar(staging.path(), file)?;
+        references.extend(tagged_references(
+            &format!("oci-archive:{}", file.display()),
+            &args.tag,
+        ));
+    }
+    if let Some(file) = &args.docker_archive {
+        let staging = store.temp_dir("docker-archive-")?;
+        write_layout(store, staging.path(), &image, &args.tag)?;
+        archive::write_docker_manifest(store, staging.path(), &image, &args.tag)?;
+        archive::write_tar(staging.path(), file)?;
+        references.push(format!("docker-archive:{}", file.display()));
+    }
+    let push_options = RegistryOptions {
+        chunk_size: args.chunk_size,
+        ..options.clone()
+    };
+    let mut pushed = Vec::new();
+    for destination in &args.push {
+        let report = mb_core::registry::push(store, &image, destination, &push_options)?;
+        tracing::info!(
+            "pushed {} to {}: {} uploaded, {} mounted, {} present",
+            report.digest,
+            report.reference,
+            report.uploaded,
+            report.mounted,
+            report.present
+        );
+        references.push(format!("docker://{}", report.reference));
+        pushed.push(report);
+    }
     mb_core::document::write_json_stdout(&ExportDocument {
         kind: "export",
         schema_version: SCHEMA_VERSION,
-        manifest: image.manifest,
-        references: tags
-            .iter()
-            .map(|tag| format!("oci:{}:{tag}", layout_dir.display()))
-            .collect(),
+        manifest: image.digest,
+        media_type: image.media_type,
+        references,
+        pushed,
     })?;
     Ok(())
 }

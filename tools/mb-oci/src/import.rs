@@ -1,5 +1,6 @@
-//! `mb-oci import`: brings an image into the store under a name, from an OCI image layout or
-//! from a root filesystem directory.
+//! `mb-oci import`, `pull` and `tag`: bring an image into the store under a name, from an OCI
+//! image layout, an oci-archive or docker-archive tar file, a root filesystem directory or a
+//! registry, or give a stored image another name.
 //!
 //! All blobs are in the store, verified, before the name is written, so a failed import never
 //! leaves a name pointing at an image with missing or corrupt parts.
@@ -18,9 +19,12 @@ use mb_core::image::{
 };
 use mb_core::layer::{self, Compression, LayerWriter, TreeOptions};
 use mb_core::plan::LayerRef;
+use mb_core::registry::platform::choose_manifest;
+use mb_core::registry::{parse_platform, RegistryOptions};
 use mb_core::store::Index;
-use mb_core::{reference, Digest, Store};
+use mb_core::{reference, CoreError, Digest, Store};
 
+use crate::archive;
 use crate::error::OciError;
 use crate::layout::{self, Layout};
 
@@ -60,10 +64,18 @@ pub fn run(
         path: path.to_path_buf(),
         source,
     })?;
-    if !metadata.is_dir() {
+    let image = if metadata.is_file() {
+        let unpacked = archive::unpack(store, path)?;
+        if layout::is_layout(unpacked.path()) {
+            import_layout(store, &Layout::new(unpacked.path()), wanted_ref)?
+        } else if unpacked.path().join("manifest.json").is_file() {
+            import_docker_archive(store, unpacked.path(), wanted_ref)?
+        } else {
+            return Err(OciError::NotAnArchive(path.to_path_buf()));
+        }
+    } else if !metadata.is_dir() {
         return Err(OciError::NotADirectory(path.to_path_buf()));
-    }
-    let image = if layout::is_layout(path) {
+    } else if layout::is_layout(path) {
         import_layout(store, &Layout::new(path), wanted_ref)?
     } else {
         if wanted_ref.is_some() {
@@ -71,18 +83,149 @@ pub fn run(
         }
         import_rootfs(store, path)?
     };
-    let layers = image.manifest.layer_refs(&image.config)?;
+    // A manifest and config that disagree about the layers never get a name.
+    image.manifest.layer_refs(&image.config)?;
     store.tag_image(&name, image.manifest_descriptor.clone())?;
     tracing::info!("imported {} as {name}", image.manifest_descriptor.digest);
+    print_image(store, &name, &image.manifest_descriptor)
+}
+
+/// Prints the [`ImageDocument`] of the store's image `descriptor`, named `name`.
+fn print_image(store: &Store, name: &str, descriptor: &Descriptor) -> Result<(), OciError> {
+    let (manifest, config) = image::load(store, &descriptor.digest)?;
+    let layers = manifest.layer_refs(&config)?;
     mb_core::document::write_json_stdout(&ImageDocument {
         kind: "image",
         schema_version: SCHEMA_VERSION,
-        reference: name,
-        manifest: image.manifest_descriptor.digest,
-        config: image.manifest.config.digest,
+        reference: name.to_string(),
+        manifest: descriptor.digest.clone(),
+        config: manifest.config.digest,
         layers,
     })?;
     Ok(())
+}
+
+/// Pulls `reference` from its registry into the store; prints an [`ImageDocument`].
+pub fn run_pull(
+    store: &Store,
+    reference: &str,
+    platform: Option<&str>,
+    options: &RegistryOptions,
+) -> Result<(), OciError> {
+    let platform = match platform {
+        Some(text) => parse_platform(text)?,
+        None => Platform::host(),
+    };
+    let descriptor = mb_core::registry::pull(store, reference, &platform, options)?;
+    print_image(store, &reference::normalize(reference)?, &descriptor)
+}
+
+/// Names the store's image `source` also `target`; prints the [`ImageDocument`] of `target`.
+pub fn run_tag(store: &Store, source: &str, target: &str) -> Result<(), OciError> {
+    let source = reference::normalize(source)?;
+    let target = reference::normalize(target)?;
+    let descriptor = store
+        .image(&source)?
+        .ok_or_else(|| CoreError::ImageNotFound(source.clone()))?;
+    store.tag_image(&target, descriptor.clone())?;
+    print_image(store, &target, &descriptor)
+}
+
+/// Imports an image of an unpacked docker-archive (`docker save`'s `manifest.json` with the
+/// config and layer files it names), writing an OCI manifest for it.
+fn import_docker_archive(
+    store: &Store,
+    dir: &Path,
+    wanted_ref: Option<&str>,
+) -> Result<StoredImage, OciError> {
+    let entries = archive::read_docker_manifest(dir)?;
+    let names = |entry: &archive::DockerArchiveEntry| entry.repo_tags.clone().unwrap_or_default();
+    let available = || {
+        entries
+            .iter()
+            .flat_map(names)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let entry = match (wanted_ref, entries.as_slice()) {
+        (_, []) => return Err(OciError::EmptyLayout(dir.to_path_buf())),
+        (Some(wanted), _) => {
+            let wanted_normalized = reference::normalize(wanted).ok();
+            entries
+                .iter()
+                .find(|entry| {
+                    names(entry).iter().any(|name| {
+                        name == wanted || reference::normalize(name).ok() == wanted_normalized
+                    })
+                })
+                .ok_or_else(|| OciError::NoSuchRef {
+                    layout: dir.to_path_buf(),
+                    wanted: wanted.to_string(),
+                    available: available(),
+                })?
+        }
+        (None, [only]) => only,
+        (None, _) => {
+            return Err(OciError::AmbiguousRef {
+                layout: dir.to_path_buf(),
+                available: available(),
+            })
+        }
+    };
+    let copy_in = |relative: &str| -> Result<(Digest, u64, [u8; 4]), OciError> {
+        let path = dir.join(relative);
+        let mut file = fs::File::open(&path).map_err(CoreError::io(&path))?;
+        let mut magic = [0u8; 4];
+        let n_read = std::io::Read::read(&mut file, &mut magic).map_err(CoreError::io(&path))?;
+        let mut writer = store.blob_writer()?;
+        std::io::Write::write_all(&mut writer, &magic[..n_read]).map_err(CoreError::io(&path))?;
+        std::io::copy(&mut file, &mut writer).map_err(CoreError::io(&path))?;
+        let (digest, size) = writer.commit(None)?;
+        Ok((digest, size, magic))
+    };
+    let (config_digest, config_size, _) = copy_in(&entry.config)?;
+    let config: ConfigFile = store.read_json_blob(&config_digest)?;
+    let mut layers = Vec::new();
+    for relative in &entry.layers {
+        let (digest, size, magic) = copy_in(relative)?;
+        let media_type = match magic {
+            [0x1f, 0x8b, ..] => media_type::LAYER_GZIP,
+            [0x28, 0xb5, 0x2f, 0xfd] => "application/vnd.oci.image.layer.v1.tar+zstd",
+            _ => media_type::LAYER_TAR,
+        };
+        layers.push(Descriptor {
+            media_type: media_type.to_string(),
+            digest,
+            size,
+            annotations: BTreeMap::new(),
+            platform: None,
+        });
+    }
+    let manifest = Manifest {
+        schema_version: 2,
+        media_type: Some(media_type::MANIFEST.to_string()),
+        config: Descriptor {
+            media_type: media_type::CONFIG.to_string(),
+            digest: config_digest,
+            size: config_size,
+            annotations: BTreeMap::new(),
+            platform: None,
+        },
+        layers,
+        annotations: BTreeMap::new(),
+    };
+    let (digest, size) = store.put_json_blob(&manifest)?;
+    Ok(StoredImage {
+        manifest_descriptor: Descriptor {
+            media_type: media_type::MANIFEST.to_string(),
+            digest,
+            size,
+            annotations: BTreeMap::new(),
+            platform: None,
+        },
+        manifest,
+        config,
+    })
 }
 
 /// Copies the chosen image of a layout (the host's platform of an index) into the store.
@@ -133,53 +276,12 @@ fn host_manifest<'a>(
     index: &'a Index,
 ) -> Result<&'a Descriptor, OciError> {
     let host = Platform::host();
-    index
-        .manifests
-        .iter()
-        .find(|descriptor| platform_matches(descriptor.platform.as_ref(), &host))
-        .ok_or_else(|| OciError::NoManifestForPlatform {
-            layout: layout.root().to_path_buf(),
-            digest: index_digest.to_string(),
-            platform: host.display(),
-            available: index
-                .manifests
-                .iter()
-                .map(|descriptor| describe_platform(descriptor.platform.as_ref()))
-                .collect::<Vec<_>>()
-                .join(", "),
-        })
-}
-
-fn platform_field<'a>(platform: &'a serde_json::Value, field: &str) -> Option<&'a str> {
-    platform.get(field).and_then(serde_json::Value::as_str)
-}
-
-/// Whether an index entry's platform is `host`; a host without a variant accepts any variant.
-fn platform_matches(platform: Option<&serde_json::Value>, host: &Platform) -> bool {
-    let Some(platform) = platform else {
-        return false;
-    };
-    platform_field(platform, "os") == Some(host.os.as_str())
-        && platform_field(platform, "architecture") == Some(host.architecture.as_str())
-        && host
-            .variant
-            .as_deref()
-            .is_none_or(|variant| platform_field(platform, "variant") == Some(variant))
-}
-
-fn describe_platform(platform: Option<&serde_json::Value>) -> String {
-    let Some(platform) = platform else {
-        return "no platform".to_string();
-    };
-    [
-        platform_field(platform, "os"),
-        platform_field(platform, "architecture"),
-        platform_field(platform, "variant"),
-    ]
-    .into_iter()
-    .flatten()
-    .collect::<Vec<_>>()
-    .join("/")
+    choose_manifest(index, &host).map_err(|available| OciError::NoManifestForPlatform {
+        layout: layout.root().to_path_buf(),
+        digest: index_digest.to_string(),
+        platform: host.display(),
+        available,
+    })
 }
 
 /// The image creation time: `SOURCE_DATE_EPOCH` when set, so that imports are reproducible.
@@ -242,31 +344,4 @@ fn import_rootfs(store: &Store, dir: &Path) -> Result<StoredImage, OciError> {
         manifest,
         config,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn platform_matching_needs_os_and_architecture() {
-        let host = Platform {
-            os: "linux".into(),
-            architecture: "amd64".into(),
-            variant: None,
-        };
-        let amd64 = serde_json::json!({"os": "linux", "architecture": "amd64"});
-        let arm64 = serde_json::json!({"os": "linux", "architecture": "arm64", "variant": "v8"});
-        assert!(platform_matches(Some(&amd64), &host));
-        assert!(!platform_matches(Some(&arm64), &host));
-        assert!(!platform_matches(None, &host));
-        let arm_v7 = Platform {
-            os: "linux".into(),
-            architecture: "arm".into(),
-            variant: Some("v7".into()),
-        };
-        let arm_v6 = serde_json::json!({"os": "linux", "architecture": "arm", "variant": "v6"});
-        assert!(!platform_matches(Some(&arm_v6), &arm_v7));
-        assert_eq!(describe_platform(Some(&arm64)), "linux/arm64/v8");
-    }
 }

@@ -19,11 +19,9 @@ use mb_core::{CoreError, Digest, Store};
 
 use crate::error::OciError;
 
-/// The Docker media type of a multi-platform manifest list, which skopeo keeps when it copies
-/// from a Docker registry.
-pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-/// The Docker media type of a single-platform manifest.
-pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+// skopeo keeps Docker's media types when it copies from a Docker registry; the registry client
+// knows them too.
+pub use mb_core::registry::client::{DOCKER_MANIFEST, DOCKER_MANIFEST_LIST};
 
 /// The mode of the files mb-oci writes into a layout: readable by everyone, like skopeo's.
 pub const PUBLIC_FILE_MODE: u32 = 0o644;

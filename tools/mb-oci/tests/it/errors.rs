@@ -59,7 +59,7 @@ fn a_missing_path_is_bad_input() -> TestResult {
 }
 
 #[test]
-fn a_regular_file_is_not_importable() -> TestResult {
+fn a_file_that_is_not_an_archive_is_not_importable() -> TestResult {
     let sandbox = Sandbox::new()?;
     let file = sandbox.path("file.tar");
     fs::write(&file, b"x")?;
@@ -70,7 +70,9 @@ fn a_regular_file_is_not_importable() -> TestResult {
         .args(["--tag", "x"])
         .assert()
         .code(2)
-        .stderr(predicate::str::contains("not a directory"));
+        .stderr(predicate::str::contains(
+            "file.tar: not an oci-archive or docker-archive",
+        ));
     Ok(())
 }
 
