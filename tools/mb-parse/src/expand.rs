@@ -165,6 +165,16 @@ impl<'a, V: Variables + ?Sized> WordLexer<'a, V> {
             }
             return name;
         }
+        // The shell's special parameters (`$@`, `$-`, `$$`, ...) are one-character names, never
+        // set, as BuildKit's lexer treats them.
+        if let Some(ch) = self
+            .peek()
+            .filter(|ch| matches!(ch, '@' | '*' | '#' | '?' | '-' | '$' | '!'))
+        {
+            self.position += 1;
+            name.push(ch);
+            return name;
+        }
         while let Some(ch) = self.peek().filter(|ch| ch.is_alphanumeric() || *ch == '_') {
             name.push(ch);
             self.position += 1;
@@ -404,7 +414,9 @@ mod tests {
             ("${UNSET}", ""),
             ("$", "$"),
             ("a$", "a$"),
-            ("$-x", "$-x"),
+            ("$-x", "x"),
+            ("$$ $@ $* $? $! $#", "     "),
+            ("$%x", "$%x"),
             ("$1", ""),
             ("${A:-w}", "alpha"),
             ("${EMPTY:-w}", "w"),

@@ -180,7 +180,7 @@ fn syntax(
             let (command, form) = if raw.heredocs.is_empty() {
                 command_text(keyword, arguments)?
             } else {
-                (heredoc_script(arguments, raw)?, Form::Shell)
+                (heredoc_script(arguments, raw, escape)?, Form::Shell)
             };
             let network = flag("network");
             if let Some(network) = &network {
@@ -338,10 +338,17 @@ fn command_text(keyword: &str, arguments: &str) -> Result<(CommandText, Form), S
     }
 }
 
-/// The shell script of a RUN with heredocs. A RUN that is only a heredoc runs its body; any
-/// other RUN hands the command line and the heredocs, as written, to the shell.
-fn heredoc_script(arguments: &str, raw: &RawInstruction) -> Result<CommandText, String> {
-    let only_a_heredoc = raw.heredocs.len() == 1 && heredoc_marker(arguments).is_some();
+/// The shell script of a RUN with heredocs. A RUN that is only a heredoc (one word, as
+/// BuildKit checks) runs its body; any other RUN, `RUN <<EOF bash` included, hands the command
+/// line and the heredocs, as written, to the shell.
+fn heredoc_script(
+    arguments: &str,
+    raw: &RawInstruction,
+    escape: char,
+) -> Result<CommandText, String> {
+    let only_a_heredoc = raw.heredocs.len() == 1
+        && heredoc_marker(arguments).is_some()
+        && quote_aware_words(arguments, escape).len() == 1;
     if only_a_heredoc {
         let body = &raw.heredocs[0].body;
         if body.starts_with("#!") {
@@ -562,6 +569,14 @@ mod tests {
             syntax_of("RUN cat > /x <<-EOF\n\thello\n\tEOF")?,
             Syntax::Run {
                 command: CommandText::Shell("cat > /x <<-EOF\n\thello\n\tEOF\n".into()),
+                network: None,
+                mounts: vec![]
+            }
+        );
+        assert_eq!(
+            syntax_of("RUN <<EOF bash\necho a\nEOF")?,
+            Syntax::Run {
+                command: CommandText::Shell("<<EOF bash\necho a\nEOF\n".into()),
                 network: None,
                 mounts: vec![]
             }

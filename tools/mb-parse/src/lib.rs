@@ -72,6 +72,7 @@ pub fn run(cli: Cli) -> Result<(), ParseError> {
         target: cli.target.clone(),
         platform,
         build_platform: Platform::host(),
+        all_stages: cli.check,
     };
     let mut images = StoreImages {
         common: &cli.common,

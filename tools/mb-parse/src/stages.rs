@@ -34,6 +34,9 @@ pub struct Options {
     pub platform: Platform,
     /// The platform building (the host).
     pub build_platform: Platform,
+    /// Expand every stage, not only those the target needs, so that `--check` finds every
+    /// problem. The graph then holds every stage.
+    pub all_stages: bool,
 }
 
 /// Where base images' configurations come from (the local store, or a table in tests).
@@ -126,7 +129,11 @@ pub fn build_graph(
             }
         },
     };
-    let needed = needed_stages(target, &resolved);
+    let needed = if options.all_stages {
+        vec![true; drafts.len()]
+    } else {
+        needed_stages(target, &resolved)
+    };
     let mut scopes: Vec<Option<Scope>> = vec![None; drafts.len()];
     let mut stages = Vec::new();
     for (index, (draft, resolved)) in drafts.iter().zip(&resolved).enumerate() {
@@ -157,7 +164,7 @@ pub fn build_graph(
         scopes[index] = Some(scope);
         stages.push(Stage {
             index,
-            name: draft.name().map(str::to_string),
+            name: draft.name().map(str::to_ascii_lowercase),
             location: builder.location(&draft.from),
             base: base.clone(),
             platform: resolved.platform.clone(),
@@ -1067,6 +1074,7 @@ mod tests {
                 architecture: "arm64".into(),
                 variant: None,
             },
+            all_stages: false,
         }
     }
 

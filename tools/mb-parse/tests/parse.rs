@@ -1,6 +1,9 @@
 //! Runs the mb-parse binary on the fixture Dockerfiles: the documents it prints (insta
 //! snapshots), `--check`, stdin, `--target`, and exit code 2 with `file:line` on errors.
 
+#[path = "parse/corpus.rs"]
+mod corpus;
+
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
