@@ -23,7 +23,6 @@
 //! the same bytes. The source path, mtime, ctime, uid, gid and the context's absolute path are
 //! deliberately left out. Bump the version string on any change.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::path::Path;
 
@@ -33,6 +32,7 @@ use mb_core::context::{Entry, EntryKind};
 
 use crate::error::HashError;
 use crate::scan::{ContextTree, Node};
+use crate::sorted::SortedMap;
 use crate::statcache::StatCache;
 
 /// Files at least this big are memory-mapped and hashed on several threads; below it, one
@@ -69,7 +69,7 @@ pub fn hash_file(path: &Path, size_hint: u64) -> Result<FileDigest, HashError> {
 #[derive(Debug, Default)]
 pub struct Hashed<'t> {
     /// Every needed file's digest.
-    pub digests: HashMap<&'t str, FileDigest>,
+    pub digests: SortedMap<'t, FileDigest>,
     /// How many of them were read.
     pub n_read: u64,
     /// How many came from the stat cache.
@@ -85,31 +85,41 @@ pub fn hash_files<'t>(
 ) -> Result<Hashed<'t>, HashError> {
     wanted.sort_unstable_by_key(|(path, _)| *path);
     wanted.dedup_by_key(|(path, _)| *path);
-    let mut hashed = Hashed {
-        digests: HashMap::with_capacity(wanted.len()),
-        ..Hashed::default()
-    };
-    let mut to_read = Vec::new();
-    for (path, node) in wanted {
-        match cache.lookup(path, &node.stat) {
-            Some(bytes) => {
-                let digest = FileDigest {
-                    hash: blake3::Hash::from_bytes(bytes),
-                    size: node.size,
-                };
-                hashed.digests.insert(path, digest);
-            }
-            None => to_read.push((path, node)),
-        }
-    }
-    hashed.n_cached = hashed.digests.len() as u64;
-    hashed.n_read = to_read.len() as u64;
-    let read: Vec<(&'t str, FileDigest)> = to_read
-        .into_par_iter()
-        .map(|(path, node)| Ok((path, hash_file(&tree.root().join(path), node.size)?)))
+    let mut digests: Vec<(&'t str, Option<FileDigest>)> = wanted
+        .iter()
+        .map(|(path, node)| {
+            let cached = cache.lookup(path, &node.stat).map(|bytes| FileDigest {
+                hash: blake3::Hash::from_bytes(bytes),
+                size: node.size,
+            });
+            (*path, cached)
+        })
+        .collect();
+    let to_read: Vec<usize> = (0..digests.len())
+        .filter(|file_idx| digests[*file_idx].1.is_none())
+        .collect();
+    let read: Vec<FileDigest> = to_read
+        .par_iter()
+        .map(|file_idx| {
+            let (path, node) = wanted[*file_idx];
+            hash_file(&tree.root().join(path), node.size)
+        })
         .collect::<Result<_, HashError>>()?;
-    hashed.digests.extend(read);
-    Ok(hashed)
+    for (file_idx, digest) in to_read.iter().zip(read) {
+        digests[*file_idx].1 = Some(digest);
+    }
+    let n_read = to_read.len() as u64;
+    Ok(Hashed {
+        n_cached: digests.len() as u64 - n_read,
+        n_read,
+        digests: SortedMap::from_sorted(
+            digests
+                .into_iter()
+                .filter_map(|(path, digest)| Some((path, digest?)))
+                .collect(),
+        )
+        .unwrap_or_default(),
+    })
 }
 
 /// The stat cache a run leaves behind: every file of `tree` it hashed, plus the entries of the
@@ -139,12 +149,12 @@ pub fn updated_cache(
 }
 
 /// Fills in the digest and size of every file entry from `digests`, keyed by source.
-pub fn apply_digests(entries: &mut [Entry], digests: &HashMap<&str, FileDigest>) {
+pub fn apply_digests(entries: &mut [Entry], digests: &SortedMap<'_, FileDigest>) {
     for entry in entries
         .iter_mut()
         .filter(|entry| entry.kind == EntryKind::File)
     {
-        if let Some(file_digest) = digests.get(entry.source.as_str()) {
+        if let Some(file_digest) = digests.get(&entry.source) {
             entry.digest = Some(file_digest.hash.to_hex().to_string());
             entry.size = file_digest.size;
         }

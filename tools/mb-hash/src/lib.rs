@@ -12,9 +12,12 @@ pub mod fingerprint;
 pub mod glob;
 pub mod scan;
 pub mod select;
+pub mod sorted;
 pub mod statcache;
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use serde::Serialize;
 
@@ -117,7 +120,9 @@ struct Scanned {
 
 fn scan(root: &Path, rules: &IgnoreRules) -> Result<Scanned, HashError> {
     let started_ns = statcache::now_ns();
+    let clock = Instant::now();
     let tree = ContextTree::scan(root, rules)?;
+    tracing::debug!("walked {} in {:?}", root.display(), clock.elapsed());
     Ok(Scanned { tree, started_ns })
 }
 
@@ -137,6 +142,7 @@ fn hash_with_stat_cache<'t>(
             return fingerprint::hash_files(tree, wanted, &StatCache::default());
         }
     };
+    let clock = Instant::now();
     let cache_path = statcache::cache_path(&store, tree.root());
     let bytes = statcache::read(&cache_path);
     let cache = StatCache::parse(&bytes).unwrap_or_else(|corrupt| {
@@ -146,11 +152,25 @@ fn hash_with_stat_cache<'t>(
         );
         StatCache::default()
     });
+    tracing::debug!(
+        "loaded {} stat cache entries in {:?}",
+        cache.len(),
+        clock.elapsed()
+    );
+    let clock = Instant::now();
     let hashed = fingerprint::hash_files(tree, wanted, &cache)?;
+    tracing::debug!(
+        "{} files read, {} from the stat cache, in {:?}",
+        hashed.n_read,
+        hashed.n_cached,
+        clock.elapsed()
+    );
+    let clock = Instant::now();
     if let Some(updated) = fingerprint::updated_cache(tree, &hashed, &cache, scanned.started_ns) {
         if let Err(error) = statcache::write(&store, &cache_path, &updated) {
             tracing::warn!("cannot update the stat cache: {error}");
         }
+        tracing::debug!("wrote the stat cache in {:?}", clock.elapsed());
     }
     Ok(hashed)
 }
@@ -278,8 +298,24 @@ fn fingerprint_build(
         n_cached: hashed.n_cached,
         selections,
     });
-    document.write_stdout()?;
-    Ok(())
+    write_json_stdout(&document)
+}
+
+/// Writes a document to standard output as compact JSON, tolerating a closed pipe. Compact and
+/// streamed through one large buffer rather than pretty-printed into a string: a selection of
+/// 100,000 entries is tens of megabytes pretty, and writing it would cost more than a warm run.
+fn write_json_stdout<T: Serialize>(value: &T) -> Result<(), HashError> {
+    let mut stdout = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
+    let written = serde_json::to_writer(&mut stdout, value)
+        .map_err(std::io::Error::from)
+        .and_then(|()| stdout.write_all(b"\n"))
+        .and_then(|()| stdout.flush());
+    match written {
+        Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(HashError::io("<stdout>")(error))
+        }
+        _ => Ok(()),
+    }
 }
 
 fn count_files(entries: &[Entry]) -> (u64, u64) {
@@ -301,6 +337,7 @@ fn print_tree(
     let ignore_file = dockerignore::locate(&root, None, exclude_from);
     let rules = read_rules(ignore_file.as_deref())?;
     let scanned = scan(&root, &rules)?;
+    let clock = Instant::now();
     let location = Location {
         file: dir.to_string_lossy().into_owned(),
         line: 0,
@@ -317,18 +354,24 @@ fn print_tree(
             destination: "/",
         },
     )?;
+    tracing::debug!("selected in {:?}", clock.elapsed());
     let hashed = hash_with_stat_cache(common, &scanned, scanned.tree.file_paths().collect())?;
+    let clock = Instant::now();
     fingerprint::apply_digests(&mut entries, &hashed.digests);
     let (n_files, n_bytes) = count_files(&entries);
-    mb_core::document::write_json_stdout(&TreeDocument {
+    let digest = fingerprint::entries_digest(&entries);
+    tracing::debug!("selection digest in {:?}", clock.elapsed());
+    let clock = Instant::now();
+    write_json_stdout(&TreeDocument {
         kind: "tree",
         schema_version: SCHEMA_VERSION,
-        digest: fingerprint::entries_digest(&entries),
+        digest,
         n_files,
         n_bytes,
         n_read: hashed.n_read,
         n_cached: hashed.n_cached,
         entries,
     })?;
+    tracing::debug!("wrote the manifest in {:?}", clock.elapsed());
     Ok(())
 }

@@ -214,9 +214,16 @@ fn walk(dir: &Path, relative: &str, rules: &IgnoreRules) -> Result<Vec<(String, 
             Ok(subtree)
         })
         .collect();
+    // Files and subtrees in name order, so that the whole walk comes out nearly sorted (a
+    // directory's contents follow it, where a sibling like `a.c` of `a/` would sort between)
+    // and building the tree's map from it costs little more than a pass.
+    let mut chunks: Vec<Vec<(String, Node)>> = found.into_iter().map(|file| vec![file]).collect();
     for subtree in below {
-        found.extend(subtree?);
+        chunks.push(subtree?);
     }
+    chunks.retain(|chunk| !chunk.is_empty());
+    chunks.sort_unstable_by(|a, b| a[0].0.cmp(&b[0].0));
+    let found = chunks.into_iter().flatten().collect();
     Ok(found)
 }
 

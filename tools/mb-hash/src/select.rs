@@ -7,7 +7,6 @@
 //! symlink source gives itself under its file name, or under the empty name when it is the only
 //! thing copied and the destination has no trailing `/` (the destination is then the file).
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use mb_core::context::{Entry, EntryKind};
@@ -68,15 +67,15 @@ pub fn select(tree: &ContextTree, copy: &CopyFromContext<'_>) -> Result<Vec<Entr
     }
     let destination_is_the_file = matches!(matched.as_slice(), [only] if !tree.is_dir(only))
         && !copy.destination.ends_with('/');
-    let mut entries: BTreeMap<String, Entry> = BTreeMap::new();
+    // In source order, so that a later source with the same name overwrites an earlier one,
+    // as the copy would; one directory source (the common case) comes out sorted already.
+    let mut entries: Vec<Entry> = Vec::new();
     for path in &matched {
         if tree.is_dir(path) {
-            for (below, node) in tree.descendants(path) {
-                entries.insert(
-                    below.to_string(),
-                    entry(join(path, below), below.to_string(), node),
-                );
-            }
+            entries.extend(
+                tree.descendants(path)
+                    .map(|(below, node)| entry(join(path, below), below.to_string(), node)),
+            );
             continue;
         }
         let Some(node) = tree.get(path) else {
@@ -97,10 +96,21 @@ pub fn select(tree: &ContextTree, copy: &CopyFromContext<'_>) -> Result<Vec<Entr
         } else {
             path.rsplit('/').next().unwrap_or(path).to_string()
         };
-        // A later source with the same name overwrites an earlier one, as the copy would.
-        entries.insert(name.clone(), entry(path.clone(), name, node));
+        entries.push(entry(path.clone(), name, node));
     }
-    Ok(entries.into_values().collect())
+    if !entries.windows(2).all(|pair| pair[0].name < pair[1].name) {
+        // Stable, then keep the last of each name: the later source wins.
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut deduplicated: Vec<Entry> = Vec::with_capacity(entries.len());
+        for entry in entries {
+            match deduplicated.last_mut() {
+                Some(last) if last.name == entry.name => *last = entry,
+                _ => deduplicated.push(entry),
+            }
+        }
+        entries = deduplicated;
+    }
+    Ok(entries)
 }
 
 fn entry(source: String, name: String, node: &Node) -> Entry {

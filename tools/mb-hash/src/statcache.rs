@@ -33,7 +33,6 @@
 //! Writers rename a complete file into place, so concurrent runs never see a torn cache; the
 //! last writer wins.
 
-use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -41,6 +40,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use mb_core::store::Store;
 
 use crate::error::HashError;
+use crate::sorted::SortedMap;
 
 const MAGIC: &[u8; 8] = b"mbstat\0\x01";
 const HEADER_LEN: usize = 8 + 8 + 8;
@@ -115,7 +115,7 @@ pub fn read(path: &Path) -> Vec<u8> {
 #[derive(Debug, Default)]
 pub struct StatCache<'a> {
     written_at_ns: i64,
-    entries: HashMap<&'a str, (FileStat, [u8; 32])>,
+    entries: SortedMap<'a, (FileStat, [u8; 32])>,
 }
 
 /// Why cache bytes were refused.
@@ -183,7 +183,7 @@ impl<'a> StatCache<'a> {
         if n_entries > (body.len() / ENTRY_FIXED_LEN) as u64 {
             return Err(Corrupt("more entries than bytes"));
         }
-        let mut entries = HashMap::with_capacity(n_entries as usize);
+        let mut entries = Vec::with_capacity(n_entries as usize);
         for _ in 0..n_entries {
             let path_len = reader.u32()? as usize;
             let path = std::str::from_utf8(reader.take(path_len)?)
@@ -196,14 +196,15 @@ impl<'a> StatCache<'a> {
                 device: reader.u64()?,
                 mode: reader.u32()?,
             };
-            entries.insert(path, (stat, reader.array()?));
+            entries.push((path, (stat, reader.array()?)));
         }
         if !reader.bytes.is_empty() {
             return Err(Corrupt("trailing bytes"));
         }
         Ok(StatCache {
             written_at_ns,
-            entries,
+            entries: SortedMap::from_sorted(entries)
+                .ok_or(Corrupt("paths out of order or repeated"))?,
         })
     }
 
@@ -226,8 +227,8 @@ impl<'a> StatCache<'a> {
     }
 }
 
-/// Encodes a cache of `entries` (context-relative path, stat, digest) written by a run that
-/// started at `written_at_ns`.
+/// Encodes a cache of `entries` (context-relative path, stat, digest), sorted by path, written
+/// by a run that started at `written_at_ns`.
 pub fn encode<'a>(
     written_at_ns: i64,
     entries: impl ExactSizeIterator<Item = (&'a str, FileStat, [u8; 32])>,
@@ -335,10 +336,10 @@ mod tests {
         let bytes = encode(
             WRITTEN_AT,
             vec![
-                ("fresh", stat(WRITTEN_AT - 10), [3; 32]),
                 ("edge", stat(WRITTEN_AT - RACY_WINDOW_NS), [4; 32]),
-                ("settled", stat(WRITTEN_AT - RACY_WINDOW_NS - 1), [5; 32]),
+                ("fresh", stat(WRITTEN_AT - 10), [3; 32]),
                 ("future", stat(WRITTEN_AT + 1), [6; 32]),
+                ("settled", stat(WRITTEN_AT - RACY_WINDOW_NS - 1), [5; 32]),
             ]
             .into_iter(),
         );
@@ -371,6 +372,14 @@ mod tests {
             Some(Corrupt("checksum mismatch"))
         );
         assert!(StatCache::parse(b"garbage").is_err());
+        let unsorted = encode(
+            WRITTEN_AT,
+            vec![("b", stat(OLD), [1; 32]), ("a", stat(OLD), [2; 32])].into_iter(),
+        );
+        assert_eq!(
+            StatCache::parse(&unsorted).err(),
+            Some(Corrupt("paths out of order or repeated"))
+        );
         let mut other_version = bytes;
         other_version[7] = 2;
         assert!(StatCache::parse(&other_version).is_err());
