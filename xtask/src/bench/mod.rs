@@ -7,6 +7,7 @@
 //! is what goes into notes. Targets are reported, never asserted: timing belongs here, not in
 //! tests.
 
+mod exec;
 mod pipe;
 mod timing;
 
@@ -19,7 +20,7 @@ pub use timing::{median_of, Figure};
 type Scenario = (&'static str, fn(&Path) -> Result<Vec<Figure>, String>);
 
 /// Every scenario, in the order they run.
-const SCENARIOS: &[Scenario] = &[("pipe", pipe::run)];
+const SCENARIOS: &[Scenario] = &[("pipe", pipe::run), ("exec", exec::run)];
 
 /// Runs the criterion benchmarks and the scenarios whose name contains `filter` (all without).
 pub fn run(root: &Path, filter: Option<&str>, skip_criterion: bool) -> Result<(), String> {
