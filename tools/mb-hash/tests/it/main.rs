@@ -4,6 +4,7 @@
 mod digests;
 mod errors;
 mod ignore;
+mod mounts;
 mod statcache;
 
 use std::error::Error;
