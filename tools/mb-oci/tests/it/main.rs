@@ -4,6 +4,8 @@
 mod errors;
 mod import_export;
 mod interop;
+mod registry;
+mod registry_server;
 
 use std::error::Error;
 use std::fs;
@@ -42,6 +44,10 @@ impl Sandbox {
             .arg("--store")
             .arg(self.path(store_name))
             .env_remove("MEMOBUILD_STORE")
+            .env_remove("REGISTRY_AUTH_FILE")
+            .env_remove("XDG_RUNTIME_DIR")
+            .env("HOME", self.path("home"))
+            .env("DOCKER_CONFIG", self.path("docker-config"))
             .env("SOURCE_DATE_EPOCH", "1700000000");
         command
     }
