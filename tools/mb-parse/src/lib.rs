@@ -26,7 +26,7 @@ use mb_core::image::ImageConfig;
 use mb_core::{Document, Store};
 
 pub use error::{ParseError, Problem};
-pub use stages::{build_graph, BaseImages, Options};
+pub use stages::{build_graph, BaseImages, NoBaseImages, Options};
 
 /// Parses a Dockerfile into the build graph and prints it as a `graph` document.
 #[derive(Debug, clap::Parser)]

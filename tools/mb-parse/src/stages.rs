@@ -39,10 +39,35 @@ pub struct Options {
     pub all_stages: bool,
 }
 
+impl Options {
+    /// Options for building the last stage for `platform` on the same platform, with no
+    /// build args.
+    pub fn new(file: &str, platform: Platform) -> Options {
+        Options {
+            file: file.to_string(),
+            build_args: BTreeMap::new(),
+            target: None,
+            build_platform: platform.clone(),
+            platform,
+            all_stages: false,
+        }
+    }
+}
+
 /// Where base images' configurations come from (the local store, or a table in tests).
 pub trait BaseImages {
     /// The config of the image with normalised reference `reference`, if it is available.
     fn config(&mut self, reference: &str) -> Option<ImageConfig>;
+}
+
+/// No base image is known: each one starts from an empty config (as when the store does not
+/// hold it yet). For parsing without a store: fuzzing, benchmarks.
+pub struct NoBaseImages;
+
+impl BaseImages for NoBaseImages {
+    fn config(&mut self, _reference: &str) -> Option<ImageConfig> {
+        None
+    }
 }
 
 /// Parses `text` into the graph, or returns every problem found.

@@ -3,6 +3,8 @@
 
 #[path = "parse/corpus.rs"]
 mod corpus;
+#[path = "parse/never_panics.rs"]
+mod never_panics;
 
 use std::path::{Path, PathBuf};
 
