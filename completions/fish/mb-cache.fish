@@ -30,8 +30,10 @@ complete -c mb-cache -n "__fish_mb_cache_needs_command" -s v -l verbose -d 'More
 complete -c mb-cache -n "__fish_mb_cache_needs_command" -s q -l quiet -d 'Only errors on stderr'
 complete -c mb-cache -n "__fish_mb_cache_needs_command" -s h -l help -d 'Print help'
 complete -c mb-cache -n "__fish_mb_cache_needs_command" -s V -l version -d 'Print version'
-complete -c mb-cache -n "__fish_mb_cache_needs_command" -f -a "ls" -d 'List step results in the store as JSON: key, instruction, layer, size, age'
+complete -c mb-cache -n "__fish_mb_cache_needs_command" -f -a "ls" -d 'List step results in the store as JSON: key, instruction, location, layer, size, age, time since last use'
 complete -c mb-cache -n "__fish_mb_cache_needs_command" -f -a "du" -d 'Show how much space the store uses, by part, as JSON'
+complete -c mb-cache -n "__fish_mb_cache_needs_command" -f -a "gc" -d 'Drop step results least recently used first, then every blob, snapshot and temporary file nothing kept needs; named images are always kept. Waits for running builds'
+complete -c mb-cache -n "__fish_mb_cache_needs_command" -f -a "rm" -d 'Remove step results by cache key (`--all` for every one); run `gc` to free their blobs'
 complete -c mb-cache -n "__fish_mb_cache_needs_command" -f -a "verify" -d 'Re-hash every blob against its digest; exit 1 if any is corrupt'
 complete -c mb-cache -n "__fish_mb_cache_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c mb-cache -n "__fish_mb_cache_using_subcommand ls" -l store -d 'The local store (default: $XDG_CACHE_HOME/memobuild or ~/.cache/memobuild)' -r -F
@@ -42,12 +44,25 @@ complete -c mb-cache -n "__fish_mb_cache_using_subcommand du" -l store -d 'The l
 complete -c mb-cache -n "__fish_mb_cache_using_subcommand du" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
 complete -c mb-cache -n "__fish_mb_cache_using_subcommand du" -s q -l quiet -d 'Only errors on stderr'
 complete -c mb-cache -n "__fish_mb_cache_using_subcommand du" -s h -l help -d 'Print help'
+complete -c mb-cache -n "__fish_mb_cache_using_subcommand gc" -l keep-bytes -d 'Keep at most this much (e.g. 10GB, 512MiB) of blobs' -r
+complete -c mb-cache -n "__fish_mb_cache_using_subcommand gc" -l keep-duration -d 'Drop results not used for longer than this (e.g. 7d, 12h)' -r
+complete -c mb-cache -n "__fish_mb_cache_using_subcommand gc" -l store -d 'The local store (default: $XDG_CACHE_HOME/memobuild or ~/.cache/memobuild)' -r -F
+complete -c mb-cache -n "__fish_mb_cache_using_subcommand gc" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+complete -c mb-cache -n "__fish_mb_cache_using_subcommand gc" -s q -l quiet -d 'Only errors on stderr'
+complete -c mb-cache -n "__fish_mb_cache_using_subcommand gc" -s h -l help -d 'Print help'
+complete -c mb-cache -n "__fish_mb_cache_using_subcommand rm" -l store -d 'The local store (default: $XDG_CACHE_HOME/memobuild or ~/.cache/memobuild)' -r -F
+complete -c mb-cache -n "__fish_mb_cache_using_subcommand rm" -l all -d 'Remove every step result'
+complete -c mb-cache -n "__fish_mb_cache_using_subcommand rm" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+complete -c mb-cache -n "__fish_mb_cache_using_subcommand rm" -s q -l quiet -d 'Only errors on stderr'
+complete -c mb-cache -n "__fish_mb_cache_using_subcommand rm" -s h -l help -d 'Print help'
 complete -c mb-cache -n "__fish_mb_cache_using_subcommand verify" -l store -d 'The local store (default: $XDG_CACHE_HOME/memobuild or ~/.cache/memobuild)' -r -F
 complete -c mb-cache -n "__fish_mb_cache_using_subcommand verify" -l repair -d 'Remove corrupt blobs and the results that point at missing blobs'
 complete -c mb-cache -n "__fish_mb_cache_using_subcommand verify" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
 complete -c mb-cache -n "__fish_mb_cache_using_subcommand verify" -s q -l quiet -d 'Only errors on stderr'
 complete -c mb-cache -n "__fish_mb_cache_using_subcommand verify" -s h -l help -d 'Print help'
-complete -c mb-cache -n "__fish_mb_cache_using_subcommand help; and not __fish_seen_subcommand_from ls du verify help" -f -a "ls" -d 'List step results in the store as JSON: key, instruction, layer, size, age'
-complete -c mb-cache -n "__fish_mb_cache_using_subcommand help; and not __fish_seen_subcommand_from ls du verify help" -f -a "du" -d 'Show how much space the store uses, by part, as JSON'
-complete -c mb-cache -n "__fish_mb_cache_using_subcommand help; and not __fish_seen_subcommand_from ls du verify help" -f -a "verify" -d 'Re-hash every blob against its digest; exit 1 if any is corrupt'
-complete -c mb-cache -n "__fish_mb_cache_using_subcommand help; and not __fish_seen_subcommand_from ls du verify help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c mb-cache -n "__fish_mb_cache_using_subcommand help; and not __fish_seen_subcommand_from ls du gc rm verify help" -f -a "ls" -d 'List step results in the store as JSON: key, instruction, location, layer, size, age, time since last use'
+complete -c mb-cache -n "__fish_mb_cache_using_subcommand help; and not __fish_seen_subcommand_from ls du gc rm verify help" -f -a "du" -d 'Show how much space the store uses, by part, as JSON'
+complete -c mb-cache -n "__fish_mb_cache_using_subcommand help; and not __fish_seen_subcommand_from ls du gc rm verify help" -f -a "gc" -d 'Drop step results least recently used first, then every blob, snapshot and temporary file nothing kept needs; named images are always kept. Waits for running builds'
+complete -c mb-cache -n "__fish_mb_cache_using_subcommand help; and not __fish_seen_subcommand_from ls du gc rm verify help" -f -a "rm" -d 'Remove step results by cache key (`--all` for every one); run `gc` to free their blobs'
+complete -c mb-cache -n "__fish_mb_cache_using_subcommand help; and not __fish_seen_subcommand_from ls du gc rm verify help" -f -a "verify" -d 'Re-hash every blob against its digest; exit 1 if any is corrupt'
+complete -c mb-cache -n "__fish_mb_cache_using_subcommand help; and not __fish_seen_subcommand_from ls du gc rm verify help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

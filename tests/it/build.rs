@@ -56,8 +56,13 @@ fn changing_one_file_reruns_only_the_steps_that_depend_on_it() {
         .map(|steps| steps.iter().map(|step| step["status"].clone()).collect())
         .unwrap_or_default();
     assert_eq!(statuses, ["hit", "hit", "hit", "miss", "pending"]);
-    let reason = second.plan["plan"]["steps"][3]["reason"].as_str().unwrap_or_default();
-    assert_eq!(reason, "files changed: main.txt (modified) since the last build");
+    let reason = second.plan["plan"]["steps"][3]["reason"]
+        .as_str()
+        .unwrap_or_default();
+    assert_eq!(
+        reason,
+        "files changed: main.txt (modified) since the last build"
+    );
     assert_eq!(
         second.outcomes(),
         ["cached", "cached", "cached", "ran", "ran"]
@@ -241,4 +246,19 @@ fn independent_stages_run_at_the_same_time() {
         Some(1),
         "one at a time, the rendezvous cannot happen"
     );
+}
+
+#[test]
+fn copy_heredoc_writes_its_expanded_body() {
+    if !can_run_containers("copy_heredoc_writes_its_expanded_body") {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    sandbox.import_busybox();
+    sandbox.write(
+        "Dockerfile",
+        "FROM busybox\nARG NAME=heredoc\nCOPY <<EOF /greeting\nhello $NAME\nEOF\nRUN grep -qx 'hello heredoc' /greeting\n",
+    );
+    let build = sandbox.build(&[]);
+    assert_eq!(build.outcomes(), ["ran", "ran"]);
 }

@@ -113,21 +113,3 @@ fn missing_copy_source_is_a_build_failure() {
     assert!(stderr.contains("missing.txt"), "{stderr}");
     assert!(stderr.contains("Dockerfile:2"), "{stderr}");
 }
-
-#[test]
-fn copy_heredoc_is_refused_rather_than_silently_dropped() {
-    let sandbox = Sandbox::new();
-    sandbox.write(
-        "Dockerfile",
-        "FROM scratch\nCOPY <<EOF /greeting\nhello\nEOF\n",
-    );
-    let graph = sandbox.stage("mb-parse", &["-f", "Dockerfile"], "");
-    let context = sandbox.stage("mb-hash", &["--context", "."], &graph.to_string());
-    let output = sandbox.run("mb-plan", &[], &context.to_string());
-    assert_eq!(output.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("Dockerfile:2") && stderr.contains("not supported yet"),
-        "{stderr}"
-    );
-}

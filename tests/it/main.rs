@@ -10,5 +10,10 @@ mod build;
 mod example;
 mod failures;
 mod interop;
+mod registry;
 mod snapshots;
 mod store;
+// Shared with mb-oci's tests, which also use the connection-cutting proxy these tests do not.
+#[allow(dead_code)]
+#[path = "../support/registry_server.rs"]
+mod registry_server;

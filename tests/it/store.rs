@@ -15,7 +15,10 @@ fn pipe(context: &std::path::Path, store: &std::path::Path) -> std::process::Chi
         .arg("-c")
         .arg("mb-parse -f Dockerfile | mb-hash --context . | mb-plan | mb-exec -q")
         .current_dir(context)
-        .env("PATH", format!("{bin_dir}:{}", std::env::var("PATH").unwrap_or_default()))
+        .env(
+            "PATH",
+            format!("{bin_dir}:{}", std::env::var("PATH").unwrap_or_default()),
+        )
         .env("MEMOBUILD_STORE", store)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -59,7 +62,11 @@ fn two_builds_at_once_on_one_store_both_succeed() {
         assert_eq!(result["kind"], "result");
     }
     let verify = sandbox.run("mb-cache", &["verify"], "");
-    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
 }
 
 #[test]
@@ -91,8 +98,16 @@ fn a_build_killed_mid_step_leaves_a_store_that_verifies_and_builds() {
     }
     // Wait until the second RUN is under way, then kill mb-exec without warning.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while sandbox.stage("mb-cache", &["ls"], "").as_array().map_or(0, Vec::len) < 1 {
-        assert!(std::time::Instant::now() < deadline, "the first step never finished");
+    while sandbox
+        .stage("mb-cache", &["ls"], "")
+        .as_array()
+        .map_or(0, Vec::len)
+        < 1
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first step never finished"
+        );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     std::thread::sleep(std::time::Duration::from_millis(500));
@@ -105,10 +120,17 @@ fn a_build_killed_mid_step_leaves_a_store_that_verifies_and_builds() {
         .status();
 
     let verify = sandbox.run("mb-cache", &["verify"], "");
-    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
     let gc = sandbox.stage("mb-cache", &["gc"], "");
     assert_eq!(gc["results_removed"], 0);
-    sandbox.write("Dockerfile", "FROM busybox\nRUN echo before > /before\nRUN echo quick\n");
+    sandbox.write(
+        "Dockerfile",
+        "FROM busybox\nRUN echo before > /before\nRUN echo quick\n",
+    );
     let build = sandbox.build(&[]);
     assert_eq!(build.outcomes(), ["cached", "ran"]);
 }
@@ -127,7 +149,11 @@ fn gc_keeps_named_images_and_what_recent_builds_need() {
     let images = sandbox.stage("mb-oci", &["ls"], "");
     assert!(images.to_string().contains("busybox"), "{images}");
     let rebuild = sandbox.build(&[]);
-    assert_eq!(rebuild.outcomes(), ["ran"], "the result was collected, the base was not");
+    assert_eq!(
+        rebuild.outcomes(),
+        ["ran"],
+        "the result was collected, the base was not"
+    );
     let kept = sandbox.stage("mb-cache", &["gc", "--keep-duration", "1d"], "");
     assert_eq!(kept["results_removed"], 0);
     assert_eq!(sandbox.build(&[]).outcomes(), ["cached"]);

@@ -87,3 +87,31 @@ pub fn parse_args<P: clap::Parser>() -> Result<P, ExitCode> {
         }
     })
 }
+
+/// How tools that may pull a base image reach registries.
+#[cfg(feature = "registry")]
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct RegistryArgs {
+    /// Pull base images again even when the store has them by that tag.
+    #[arg(long)]
+    pub pull: bool,
+    /// Never touch the network: base images must already be in the store.
+    #[arg(long, conflicts_with = "pull")]
+    pub offline: bool,
+    /// A registry (host or host:port) to reach over plain HTTP; repeatable. Loopback ones always are.
+    #[arg(long, value_name = "HOST")]
+    pub insecure_registry: Vec<String>,
+}
+
+#[cfg(feature = "registry")]
+impl RegistryArgs {
+    /// The client options these flags ask for.
+    pub fn options(&self) -> crate::registry::RegistryOptions {
+        crate::registry::RegistryOptions {
+            offline: self.offline,
+            always_pull: self.pull,
+            insecure_registries: self.insecure_registry.clone(),
+            ..crate::registry::RegistryOptions::default()
+        }
+    }
+}

@@ -2,7 +2,8 @@
 //! local content-addressed store, layer writing, image configuration, and CLI plumbing.
 //!
 //! Tools depend on this crate and never on each other, so that each stage of the pipe can be
-//! built, tested and replaced on its own. Nothing in here runs containers or talks to the network.
+//! built, tested and replaced on its own. Nothing in here runs containers; only the `registry`
+//! module, compiled with the feature of that name, talks to the network.
 
 pub mod cli;
 pub mod context;

@@ -34,6 +34,9 @@ pub struct Cli {
     /// Run the steps of this stage (name or index) whatever the store holds; repeatable.
     #[arg(long, value_name = "STAGE")]
     pub no_cache_filter: Vec<String>,
+    /// How base images missing from the store are pulled.
+    #[command(flatten)]
+    pub registry: mb_core::cli::RegistryArgs,
     /// Shared options.
     #[command(flatten)]
     pub common: mb_core::cli::CommonArgs,
@@ -45,6 +48,9 @@ pub enum Error {
     /// From the shared crate (documents, store).
     #[error(transparent)]
     Core(#[from] CoreError),
+    /// Pulling a base image failed.
+    #[error(transparent)]
+    Registry(#[from] mb_core::registry::RegistryError),
     /// The document does not fit together.
     #[error("{location}: {reason}")]
     Inconsistent {
@@ -67,6 +73,7 @@ impl Failure for Error {
     fn exit_status(&self) -> ExitStatus {
         match self {
             Error::Core(error) => error.exit_status(),
+            Error::Registry(error) => error.exit_status(),
             Error::Inconsistent { .. } | Error::Unsupported { .. } => ExitStatus::BadInput,
         }
     }
@@ -79,6 +86,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
     let options = PlanOptions {
         no_cache: cli.no_cache,
         no_cache_stages: cli.no_cache_filter.clone(),
+        registry: Some(cli.registry.options()),
         ..PlanOptions::from_env()
     };
     let plan = plan(&document, &store, &options)?;

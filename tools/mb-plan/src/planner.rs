@@ -22,6 +22,8 @@ pub struct PlanOptions {
     pub no_cache: bool,
     /// `--no-cache-filter`: the steps of these stages (names or indexes) run.
     pub no_cache_stages: Vec<String>,
+    /// How to pull base images the store lacks; None: never pull.
+    pub registry: Option<mb_core::registry::RegistryOptions>,
 }
 
 impl PlanOptions {
@@ -75,7 +77,8 @@ pub fn plan(
         n_pending: 0,
     };
     for stage in &graph.stages {
-        let (base, mut config, base_layers) = resolve_base(stage, store, &planned)?;
+        let (base, mut config, base_layers) =
+            resolve_base(stage, store, &planned, &graph.platform, options)?;
         let mut layers = base_layers;
         let mut plan_stage = PlanStage {
             index: stage.index,
@@ -165,6 +168,8 @@ fn resolve_base(
     stage: &Stage,
     store: &Store,
     planned: &HashMap<usize, PlannedStage>,
+    platform: &mb_core::graph::Platform,
+    options: &PlanOptions,
 ) -> Result<(ResolvedBase, ImageConfig, Option<Vec<LayerRef>>), Error> {
     match &stage.base {
         Base::Scratch => Ok((
@@ -173,9 +178,15 @@ fn resolve_base(
             Some(Vec::new()),
         )),
         Base::Image { reference } => {
-            let descriptor = store
-                .image(reference)?
-                .ok_or_else(|| mb_core::CoreError::ImageNotFound(reference.clone()))?;
+            let platform = stage.platform.as_ref().unwrap_or(platform);
+            let descriptor = match &options.registry {
+                Some(registry) => {
+                    mb_core::registry::ensure_image(store, reference, platform, registry)?
+                }
+                None => store
+                    .image(reference)?
+                    .ok_or_else(|| mb_core::CoreError::ImageNotFound(reference.clone()))?,
+            };
             let (manifest, config_file) = image::load(store, &descriptor.digest)?;
             let layers = manifest.layer_refs(&config_file)?;
             Ok((

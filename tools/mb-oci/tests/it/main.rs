@@ -5,6 +5,7 @@ mod errors;
 mod import_export;
 mod interop;
 mod registry;
+#[path = "../../../../tests/support/registry_server.rs"]
 mod registry_server;
 
 use std::error::Error;
