@@ -8,6 +8,7 @@
 mod bench;
 mod generate;
 mod test;
+mod tidy;
 
 use std::process::ExitCode;
 
