@@ -103,8 +103,9 @@ impl Secrets {
     fn value(&self, id: &str) -> Result<Option<Vec<u8>>, ExecError> {
         match self.by_id.get(id) {
             None => Ok(None),
-            Some(SecretSource::Env(variable)) => Ok(std::env::var_os(variable)
-                .map(std::os::unix::ffi::OsStringExt::into_vec)),
+            Some(SecretSource::Env(variable)) => {
+                Ok(std::env::var_os(variable).map(std::os::unix::ffi::OsStringExt::into_vec))
+            }
             Some(SecretSource::File(path)) => {
                 fs::read(path)
                     .map(Some)
