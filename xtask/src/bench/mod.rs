@@ -8,6 +8,7 @@
 //! tests.
 
 mod exec;
+mod hash;
 mod pipe;
 mod timing;
 
@@ -20,7 +21,11 @@ pub use timing::{median_of, Figure};
 type Scenario = (&'static str, fn(&Path) -> Result<Vec<Figure>, String>);
 
 /// Every scenario, in the order they run.
-const SCENARIOS: &[Scenario] = &[("pipe", pipe::run), ("exec", exec::run)];
+const SCENARIOS: &[Scenario] = &[
+    ("pipe", pipe::run),
+    ("exec", exec::run),
+    ("hash", hash::run),
+];
 
 /// Runs the criterion benchmarks and the scenarios whose name contains `filter` (all without).
 pub fn run(root: &Path, filter: Option<&str>, skip_criterion: bool) -> Result<(), String> {
