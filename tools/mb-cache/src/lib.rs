@@ -1,13 +1,20 @@
 //! `mb-cache` looks after the local store: what is in it (`ls`, `du`), whether every blob
 //! still matches its digest (`verify`, which can drop what is broken), and keeping it small
-//! (`gc`, `rm`).
-//!
-//! Remote caches (`pull`, `push`, `serve`) are a later milestone.
+//! (`gc`, `rm`); sharing it with other machines through remote caches (`pull` and `push`, pipe
+//! stages around mb-exec), and serving such a cache (`serve`). See `docs/remote-cache.md`.
 
 mod collect;
 mod inventory;
+mod pool;
+pub mod pull;
+pub mod push;
+mod rekey;
+pub mod remote;
+pub mod server;
 
-use mb_core::{CoreError, ExitStatus, Failure};
+use std::time::Duration;
+
+use mb_core::{CoreError, Document, ExitStatus, Failure, Kind};
 
 pub use collect::{collect, parse_bytes, parse_duration, Collected, Policy};
 pub use inventory::{disk_usage, list_results, verify, DiskUsage, ResultEntry, VerifyReport};
@@ -61,6 +68,71 @@ pub enum Command {
         #[arg(long)]
         repair: bool,
     },
+    /// Pipe stage after mb-plan: fetch the plan's misses from remote caches into the store and
+    /// mark them hits. Never fails the build for a cache that is down: says so and passes on.
+    Pull {
+        /// A cache URL (http(s)://host[:port][/prefix] or oci://registry/repository); repeat
+        /// in order of preference.
+        #[arg(long = "from", value_name = "URL", required = true)]
+        from: Vec<String>,
+        /// How remotes are reached.
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Pipe stage after mb-exec: upload the build's step results the remote caches lack, and
+    /// pass the result document on unchanged.
+    Push {
+        /// A cache URL, as for `pull`; repeatable.
+        #[arg(long = "to", value_name = "URL", required = true)]
+        to: Vec<String>,
+        /// How remotes are reached.
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Serve a remote cache over HTTP (the Bazel HTTP cache protocol) until SIGTERM or Ctrl-C.
+    Serve(server::ServeArgs),
+}
+
+/// How `pull` and `push` reach remote caches.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RemoteArgs {
+    /// Credentials.
+    #[command(flatten)]
+    pub credentials: remote::CredentialArgs,
+    /// Transfers at once, per remote.
+    #[arg(long, default_value_t = 8)]
+    pub jobs: usize,
+    /// Seconds a whole request may take.
+    #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+    pub timeout: u64,
+    /// Seconds connecting may take.
+    #[arg(long, default_value_t = 5, value_name = "SECONDS")]
+    pub connect_timeout: u64,
+    /// Retries after a network error, 429 or 5xx (exponential backoff with jitter).
+    #[arg(long, default_value_t = 3)]
+    pub retries: u32,
+    /// A registry (host[:port]) to reach over plain HTTP for oci:// caches; loopback ones always are.
+    #[arg(long, value_name = "HOST")]
+    pub insecure_registry: Vec<String>,
+}
+
+impl RemoteArgs {
+    /// Parses the URLs into remotes with these options.
+    pub fn remotes(&self, urls: &[String]) -> Result<Vec<remote::Remote>, Error> {
+        let options = remote::ClientOptions {
+            credentials: self.credentials.credentials()?,
+            retry: remote::RetryPolicy {
+                connect_timeout: Duration::from_secs(self.connect_timeout),
+                request_timeout: Duration::from_secs(self.timeout),
+                max_retries: self.retries,
+                base_delay: Duration::from_millis(200),
+            },
+            insecure_registries: self.insecure_registry.clone(),
+        };
+        urls.iter()
+            .map(|url| remote::Remote::parse(url, &options).map_err(Error::from))
+            .collect()
+    }
 }
 
 /// What can go wrong.
@@ -75,6 +147,15 @@ pub enum Error {
     /// `verify` found corrupt entries and did not repair them.
     #[error("{0} corrupt entries in the store (run `mb-cache verify --repair` to drop them)")]
     Corrupt(usize),
+    /// A cache URL that names no cache.
+    #[error(transparent)]
+    BadUrl(#[from] remote::BadUrl),
+    /// A remote refused our credentials during a push.
+    #[error("{0} (check --token, --token-file, MEMOBUILD_CACHE_TOKEN or --user/--password-file)")]
+    Refused(remote::RemoteError),
+    /// The cache server failed.
+    #[error(transparent)]
+    Serve(#[from] server::ServeError),
 }
 
 impl Failure for Error {
@@ -82,15 +163,62 @@ impl Failure for Error {
         match self {
             Error::Core(error) => error.exit_status(),
             Error::Corrupt(_) => ExitStatus::BuildFailed,
-            Error::UnknownKey(_) => ExitStatus::BadInput,
+            Error::UnknownKey(_) | Error::BadUrl(_) => ExitStatus::BadInput,
+            Error::Refused(_) => ExitStatus::BuildFailed,
+            Error::Serve(error) => error.exit_status(),
         }
+    }
+}
+
+/// Sends logs to stderr: as every tool does, or for `serve` as `--log-format` asks.
+pub fn init_logging(cli: &Cli) {
+    match &cli.command {
+        Command::Serve(args) => server::init_logging(&cli.common, args.log_format),
+        _ => cli.common.init_logging(),
     }
 }
 
 /// Runs `mb-cache`.
 pub fn run(cli: Cli) -> Result<(), Error> {
+    if let Command::Serve(args) = cli.command {
+        return Ok(server::serve(args)?);
+    }
     let store = cli.common.open_store()?;
     match cli.command {
+        Command::Serve(_) => {}
+        Command::Pull { from, remote } => {
+            let remotes = remote.remotes(&from)?;
+            let mut document = Document::read_stdin("mb-cache pull", &[Kind::Plan])?;
+            let report = pull::pull(&mut document, &store, &remotes, remote.jobs)?;
+            if cli.common.chatty() && report.n_looked_up > 0 {
+                eprintln!(
+                    "mb-cache pull: {} of {} steps looked up found in remote caches{}",
+                    report.n_pulled,
+                    report.n_looked_up,
+                    if report.n_local > 0 {
+                        format!(", {} more in the local store", report.n_local)
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+            document.write_stdout()?;
+        }
+        Command::Push { to, remote } => {
+            let remotes = remote.remotes(&to)?;
+            let document = Document::read_stdin("mb-cache push", &[Kind::Result])?;
+            let report = push::push(&document, &store, &remotes, remote.jobs)?;
+            document.write_stdout()?;
+            if cli.common.chatty() {
+                eprintln!(
+                    "mb-cache push: {} step results uploaded, {} already there",
+                    report.n_uploaded, report.n_present
+                );
+            }
+            if let Some(error) = report.refused {
+                return Err(Error::Refused(error));
+            }
+        }
         Command::Ls => mb_core::document::write_json_stdout(&list_results(&store)?)?,
         Command::Du => mb_core::document::write_json_stdout(&disk_usage(&store)?)?,
         Command::Gc {

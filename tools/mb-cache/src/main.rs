@@ -5,6 +5,6 @@ fn main() -> std::process::ExitCode {
         Ok(cli) => cli,
         Err(code) => return code,
     };
-    cli.common.init_logging();
+    mb_cache::init_logging(&cli);
     mb_core::cli::exit_with("mb-cache", mb_cache::run(cli))
 }
