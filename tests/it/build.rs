@@ -262,3 +262,40 @@ fn copy_heredoc_writes_its_expanded_body() {
     let build = sandbox.build(&[]);
     assert_eq!(build.outcomes(), ["ran", "ran"]);
 }
+
+#[test]
+fn a_dependency_step_that_reruns_to_identical_files_cuts_off_the_rest() {
+    if !can_run_containers("a_dependency_step_that_reruns_to_identical_files_cuts_off_the_rest") {
+        return;
+    }
+    // SOURCE_DATE_EPOCH clamps file times, so reinstalling the same files gives the same layer.
+    let sandbox = Sandbox::new().with_source_date_epoch("1700000000");
+    sandbox.import_busybox();
+    sandbox
+        .write(
+            "Dockerfile",
+            "\
+FROM busybox AS deps
+COPY deps.txt /deps.txt
+RUN mkdir -p /out && grep -v '^#' /deps.txt | sort > /out/installed
+
+FROM busybox
+COPY --from=deps /out/installed /app/installed
+RUN wc -l /app/installed > /app/count
+",
+        )
+        .write("deps.txt", "# pinned\nlibb\nliba\n");
+    let first = sandbox.build(&[]);
+    assert_eq!(first.outcomes(), ["ran", "ran", "ran", "ran"]);
+
+    sandbox.write("deps.txt", "# pinned, reviewed\nlibb\nliba\n");
+    let second = sandbox.build(&[]);
+    // The copy reruns (reading what it copies, as BuildKit's content checksum would) and
+    // yields the same layer, so everything after it is cut off.
+    assert_eq!(
+        second.outcomes(),
+        ["ran", "ran", "ran", "cut_off"],
+        "the install reran to the same files, so the stage copying them did not rebuild"
+    );
+    assert_eq!(first.manifest(), second.manifest());
+}
