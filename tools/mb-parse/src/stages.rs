@@ -293,6 +293,9 @@ struct Scope {
     args: Vars,
     shell: Vec<String>,
     workdir: String,
+    /// RUN's ARG environment, kept until an ENV or ARG changes it: most RUNs in a row share
+    /// it, and building it filters and sorts every ARG in scope.
+    args_env: Option<Vec<NameValue>>,
 }
 
 impl Scope {
@@ -307,6 +310,7 @@ impl Scope {
         Scope {
             env,
             args: Vars::default(),
+            args_env: None,
             shell: config.shell_or_default(),
             workdir: config.working_dir_or_root(),
         }
@@ -314,7 +318,10 @@ impl Scope {
 
     /// ARGs with a value that no ENV of the same name hides, and the proxy build args that no
     /// ARG declares, sorted by name.
-    fn args_env(&self, proxy_args: &[NameValue]) -> Vec<NameValue> {
+    fn args_env(&mut self, proxy_args: &[NameValue]) -> Vec<NameValue> {
+        if let Some(args) = &self.args_env {
+            return args.clone();
+        }
         let mut args: Vec<NameValue> = self
             .args
             .entries
@@ -334,6 +341,7 @@ impl Scope {
                 .cloned(),
         );
         args.sort();
+        self.args_env = Some(args.clone());
         args
     }
 
@@ -670,6 +678,10 @@ impl Builder<'_> {
             Syntax::Env(pairs) => {
                 let vars = expand_pairs("ENV", pairs, expand)?;
                 for var in &vars {
+                    // An ENV changes RUN's ARG environment only by hiding an ARG of its name.
+                    if scope.args.contains(&var.name) || crate::is_proxy_arg(&var.name) {
+                        scope.args_env = None;
+                    }
                     scope.env.set(&var.name, Some(var.value.clone()));
                 }
                 Op::Env { vars }
@@ -686,6 +698,7 @@ impl Builder<'_> {
                         (None, None) => self.globals.value(name).map(str::to_string),
                     };
                     scope.args.set(name, value.clone());
+                    scope.args_env = None;
                     args.push(ArgDecl {
                         name: name.clone(),
                         value,
@@ -944,6 +957,14 @@ fn expand_pairs(
 
 /// Lexically cleans an absolute path (`/a/./b/../c` is `/a/c`); `..` cannot climb above `/`.
 fn clean_absolute(path: &str) -> String {
+    let already_clean = path.starts_with('/')
+        && (path == "/" || !path.ends_with('/'))
+        && !path[1..]
+            .split('/')
+            .any(|component| matches!(component, "" | "." | ".."));
+    if already_clean {
+        return path.to_string();
+    }
     let mut parts: Vec<&str> = Vec::new();
     for component in path.split('/') {
         match component {
