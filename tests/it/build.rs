@@ -299,3 +299,24 @@ RUN wc -l /app/installed > /app/count
     );
     assert_eq!(first.manifest(), second.manifest());
 }
+
+#[test]
+fn copy_from_an_image_in_the_store_pins_it() {
+    if !can_run_containers("copy_from_an_image_in_the_store_pins_it") {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    sandbox.import_busybox();
+    sandbox.write(
+        "Dockerfile",
+        "FROM scratch\nCOPY --from=busybox /bin/busybox /bin/sh\nCMD [\"/bin/sh\", \"-c\", \"echo from an image\"]\n",
+    );
+    let build = sandbox.build(&[]);
+    let input = &build.plan["plan"]["steps"][0]["action"]["input"];
+    assert_eq!(input["type"], "image");
+    assert!(input["manifest"]
+        .as_str()
+        .is_some_and(|digest| digest.starts_with("sha256:")));
+    let output = run_image(&sandbox, &build.result, "copied:1");
+    assert_eq!(output.trim(), "from an image");
+}

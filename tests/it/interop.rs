@@ -46,6 +46,22 @@ fn skopeo_and_umoci_accept_the_exported_layout() {
         "{config}"
     );
 
+    let manifest: serde_json::Value =
+        serde_json::from_str(&external("skopeo", &["inspect", "--raw", &reference]))
+            .unwrap_or_default();
+    let annotations = &manifest["annotations"];
+    assert_eq!(
+        annotations["org.opencontainers.image.base.name"],
+        "docker.io/library/busybox:latest"
+    );
+    assert!(annotations["org.opencontainers.image.base.digest"]
+        .as_str()
+        .is_some_and(|digest| digest.starts_with("sha256:")));
+    assert!(
+        annotations["org.opencontainers.image.created"].is_string(),
+        "{manifest}"
+    );
+
     let bundle = sandbox.path().join("unpacked");
     let image = format!("{}:app:latest", layout.display());
     external(

@@ -135,8 +135,8 @@ pub fn execute(
             config: &target.config,
             history,
             layers: &output.layers,
+            annotations: image_annotations(plan, target, &created),
             created: Some(created),
-            annotations: BTreeMap::new(),
         },
     )?;
     let steps: Vec<StepResult> = build
@@ -683,6 +683,42 @@ impl InputLookup for ExecLookup<'_, '_> {
     fn downloads_digest(&self) -> Option<String> {
         self.downloads.map(Downloads::digest)
     }
+}
+
+/// The manifest annotations the OCI image spec defines for what we know: when the image was
+/// made, and the image its target stage is ultimately based on.
+fn image_annotations(
+    plan: &PlanSection,
+    target: &PlanStage,
+    created: &str,
+) -> BTreeMap<String, String> {
+    let mut annotations = BTreeMap::from([(
+        "org.opencontainers.image.created".to_string(),
+        created.to_string(),
+    )]);
+    let mut stage = Some(target);
+    while let Some(current) = stage {
+        stage = match &current.base {
+            ResolvedBase::Image {
+                reference,
+                manifest,
+                ..
+            } => {
+                annotations.insert(
+                    "org.opencontainers.image.base.name".into(),
+                    reference.clone(),
+                );
+                annotations.insert(
+                    "org.opencontainers.image.base.digest".into(),
+                    manifest.to_string(),
+                );
+                None
+            }
+            ResolvedBase::Stage { index } => plan.stages.iter().find(|stage| stage.index == *index),
+            ResolvedBase::Scratch => None,
+        };
+    }
+    annotations
 }
 
 fn now_seconds() -> i64 {

@@ -58,6 +58,7 @@ pub(crate) fn resolve_action(
     instruction: &Instruction,
     config: &ImageConfig,
     planned: &HashMap<usize, PlannedStage>,
+    pin_image: &dyn Fn(&str) -> Result<mb_core::Digest, Error>,
 ) -> Result<(Action, Option<Vec<String>>), Error> {
     let location = instruction.location.to_string();
     let user = config.user.clone().unwrap_or_default();
@@ -155,14 +156,10 @@ pub(crate) fn resolve_action(
                     }
                     CopyInput::Stage { index: *index }
                 }
-                CopyFrom::Image { reference } => {
-                    // The manifest must be pinned here, and this function has no store: see
-                    // the planner, which would pass it.
-                    return Err(Error::Unsupported {
-                        location,
-                        feature: format!("COPY --from an image ({reference}) in mb-plan"),
-                    });
-                }
+                CopyFrom::Image { reference } => CopyInput::Image {
+                    reference: reference.clone(),
+                    manifest: pin_image(reference)?,
+                },
             };
             Action::Copy {
                 input,

@@ -101,6 +101,10 @@ pub fn plan(
                     instruction,
                     &config,
                     &planned,
+                    &|reference| {
+                        let platform = stage.platform.as_ref().unwrap_or(&graph.platform);
+                        Ok(pin_image(store, reference, platform, options)?.digest)
+                    },
                 )?;
                 for index in action.stages_read() {
                     if !plan_stage.needs.contains(&index) {
@@ -162,6 +166,24 @@ pub fn plan(
     Ok(section)
 }
 
+/// The manifest descriptor of image `reference`: from the store, or pulled into it when the
+/// options allow.
+fn pin_image(
+    store: &Store,
+    reference: &str,
+    platform: &mb_core::graph::Platform,
+    options: &PlanOptions,
+) -> Result<mb_core::image::Descriptor, Error> {
+    match &options.registry {
+        Some(registry) => Ok(mb_core::registry::ensure_image(
+            store, reference, platform, registry,
+        )?),
+        None => Ok(store
+            .image(reference)?
+            .ok_or_else(|| mb_core::CoreError::ImageNotFound(reference.to_string()))?),
+    }
+}
+
 /// The base's resolved form, the config the stage starts with, and the base's layers (None when
 /// they are only known after building an earlier stage).
 fn resolve_base(
@@ -179,14 +201,7 @@ fn resolve_base(
         )),
         Base::Image { reference } => {
             let platform = stage.platform.as_ref().unwrap_or(platform);
-            let descriptor = match &options.registry {
-                Some(registry) => {
-                    mb_core::registry::ensure_image(store, reference, platform, registry)?
-                }
-                None => store
-                    .image(reference)?
-                    .ok_or_else(|| mb_core::CoreError::ImageNotFound(reference.clone()))?,
-            };
+            let descriptor = pin_image(store, reference, platform, options)?;
             let (manifest, config_file) = image::load(store, &descriptor.digest)?;
             let layers = manifest.layer_refs(&config_file)?;
             Ok((
