@@ -136,13 +136,20 @@ impl HttpRemote {
         if status.is_success() || status == StatusCode::NOT_FOUND {
             return Ok(response);
         }
-        let reason: String = response
+        let mut reason: String = response
             .text()
             .unwrap_or_default()
             .trim()
             .chars()
             .take(300)
             .collect();
+        // HEAD answers carry no body to explain themselves.
+        if reason.is_empty() {
+            reason = status
+                .canonical_reason()
+                .unwrap_or("no reason given")
+                .to_string();
+        }
         let url = self.display();
         let action = action.to_string();
         Err(match status.as_u16() {
