@@ -320,3 +320,51 @@ fn copy_from_an_image_in_the_store_pins_it() {
     let output = run_image(&sandbox, &build.result, "copied:1");
     assert_eq!(output.trim(), "from an image");
 }
+
+#[test]
+fn progress_redraws_only_on_a_terminal() {
+    if !can_run_containers("progress_redraws_only_on_a_terminal") {
+        return;
+    }
+    if which("script").is_none() {
+        panic!("script (util-linux) is needed to give mb-exec a terminal");
+    }
+    let sandbox = Sandbox::new();
+    sandbox.import_busybox();
+    sandbox.write("Dockerfile", "FROM busybox\nRUN sleep 1 && echo slept\n");
+    let graph = sandbox.stage("mb-parse", &["-f", "Dockerfile"], "");
+    let context = sandbox.stage("mb-hash", &["--context", "."], &graph.to_string());
+    let plan = sandbox.stage("mb-plan", &[], &context.to_string());
+    let plan_file = sandbox.path().join("plan.json");
+    std::fs::write(&plan_file, plan.to_string()).unwrap_or_else(|error| panic!("{error}"));
+
+    let piped = sandbox.run("mb-exec", &[], &plan.to_string());
+    let piped_stderr = String::from_utf8_lossy(&piped.stderr);
+    assert!(piped_stderr.contains("slept"), "{piped_stderr}");
+    assert!(
+        !piped_stderr.contains("\x1b[K"),
+        "no redrawing into a pipe: {piped_stderr:?}"
+    );
+
+    sandbox.run("mb-cache", &["rm", "--all"], "");
+    let command = format!(
+        "{} < {} > /dev/null",
+        crate::harness::tool_path("mb-exec").display(),
+        plan_file.display()
+    );
+    let on_terminal = std::process::Command::new("script")
+        .args(["-q", "-e", "-c", &command, "/dev/null"])
+        .env("MEMOBUILD_STORE", sandbox.store())
+        .output()
+        .unwrap_or_else(|error| panic!("running script: {error}"));
+    let shown = String::from_utf8_lossy(&on_terminal.stdout);
+    assert!(on_terminal.status.success(), "{shown}");
+    assert!(
+        shown.contains("running 1: [0 1/1] RUN sleep 1"),
+        "{shown:?}"
+    );
+    assert!(
+        shown.contains("\r\x1b[K"),
+        "the status line is cleared before lines: {shown:?}"
+    );
+}

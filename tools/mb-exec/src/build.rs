@@ -158,13 +158,13 @@ pub fn execute(
         duration_ms: started.elapsed().as_millis() as u64,
     };
     if options.chatty {
-        eprintln!(
+        crate::progress::line(&format!(
             "mb-exec: {} ran, {} cached in {}; image {}",
             plural(result.n_ran, "step"),
             result.n_cached,
             seconds(Duration::from_millis(result.duration_ms)),
             result.image.manifest
-        );
+        ));
     }
     Ok(result)
 }
@@ -384,7 +384,10 @@ impl Build<'_> {
             }
         }
         let started = Instant::now();
-        let layer = self.execute_step(step, layers, prefix, downloads.as_ref())?;
+        crate::progress::started(step.index, &format!("{prefix}{}", step.display));
+        let executed = self.execute_step(step, layers, prefix, downloads.as_ref());
+        crate::progress::finished(step.index);
+        let layer = executed?;
         let duration = started.elapsed();
         let created = now_seconds();
         self.note_output_time(created);
@@ -639,11 +642,11 @@ impl Build<'_> {
                 StepOutcome::CutOff => "cached (its inputs came out as before)".to_string(),
                 StepOutcome::Ran => format!("ran in {}", seconds(duration)),
             };
-            eprintln!(
+            crate::progress::line(&format!(
                 "{prefix}{}: {how}, layer {}",
                 step.display,
                 bytes(layer.size)
-            );
+            ));
         }
         StepResult {
             step: step.index,

@@ -368,7 +368,7 @@ fn run_runtime(runtime: &str, bundle: &Path, request: &RunRequest<'_>) -> Result
                     &request.mounts.secret_values,
                 );
                 if request.show_output {
-                    eprintln!("{}{text}", request.prefix);
+                    crate::progress::line(&format!("{}{text}", request.prefix));
                 }
                 if tail.len() == TAIL_LINES {
                     tail.pop_front();

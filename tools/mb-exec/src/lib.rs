@@ -14,6 +14,7 @@ pub mod error;
 pub mod interrupt;
 pub mod mode;
 pub mod mounts;
+mod progress;
 pub mod rootfs;
 pub mod schedule;
 pub mod users;
