@@ -7,6 +7,7 @@
 //! is what goes into notes. Targets are reported, never asserted: timing belongs here, not in
 //! tests.
 
+mod cache;
 mod exec;
 mod hash;
 mod pipe;
@@ -25,6 +26,7 @@ const SCENARIOS: &[Scenario] = &[
     ("pipe", pipe::run),
     ("exec", exec::run),
     ("hash", hash::run),
+    ("cache", cache::run),
 ];
 
 /// Runs the criterion benchmarks and the scenarios whose name contains `filter` (all without).
