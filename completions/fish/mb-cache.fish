@@ -35,6 +35,9 @@ complete -c mb-cache -n "__fish_mb_cache_needs_command" -f -a "du" -d 'Show how 
 complete -c mb-cache -n "__fish_mb_cache_needs_command" -f -a "gc" -d 'Drop step results least recently used first, then every blob, snapshot and temporary file nothing kept needs; named images are always kept. Waits for running builds'
 complete -c mb-cache -n "__fish_mb_cache_needs_command" -f -a "rm" -d 'Remove step results by cache key (`--all` for every one); run `gc` to free their blobs'
 complete -c mb-cache -n "__fish_mb_cache_needs_command" -f -a "verify" -d 'Re-hash every blob against its digest; exit 1 if any is corrupt'
+complete -c mb-cache -n "__fish_mb_cache_needs_command" -f -a "pull" -d 'Pipe stage after mb-plan: fetch the plan\'s misses from remote caches into the store and mark them hits. Never fails the build for a cache that is down: says so and passes on'
+complete -c mb-cache -n "__fish_mb_cache_needs_command" -f -a "push" -d 'Pipe stage after mb-exec: upload the build\'s step results the remote caches lack, and pass the result document on unchanged'
+complete -c mb-cache -n "__fish_mb_cache_needs_command" -f -a "serve" -d 'Serve a remote cache over HTTP (the Bazel HTTP cache protocol) until SIGTERM or Ctrl-C'
 complete -c mb-cache -n "__fish_mb_cache_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c mb-cache -n "__fish_mb_cache_using_subcommand ls" -l store -d 'The local store (default: $XDG_CACHE_HOME/memobuild or ~/.cache/memobuild)' -r -F
 complete -c mb-cache -n "__fish_mb_cache_using_subcommand ls" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
@@ -60,9 +63,53 @@ complete -c mb-cache -n "__fish_mb_cache_using_subcommand verify" -l repair -d '
 complete -c mb-cache -n "__fish_mb_cache_using_subcommand verify" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
 complete -c mb-cache -n "__fish_mb_cache_using_subcommand verify" -s q -l quiet -d 'Only errors on stderr'
 complete -c mb-cache -n "__fish_mb_cache_using_subcommand verify" -s h -l help -d 'Print help'
-complete -c mb-cache -n "__fish_mb_cache_using_subcommand help; and not __fish_seen_subcommand_from ls du gc rm verify help" -f -a "ls" -d 'List step results in the store as JSON: key, instruction, location, layer, size, age, time since last use'
-complete -c mb-cache -n "__fish_mb_cache_using_subcommand help; and not __fish_seen_subcommand_from ls du gc rm verify help" -f -a "du" -d 'Show how much space the store uses, by part, as JSON'
-complete -c mb-cache -n "__fish_mb_cache_using_subcommand help; and not __fish_seen_subcommand_from ls du gc rm verify help" -f -a "gc" -d 'Drop step results least recently used first, then every blob, snapshot and temporary file nothing kept needs; named images are always kept. Waits for running builds'
-complete -c mb-cache -n "__fish_mb_cache_using_subcommand help; and not __fish_seen_subcommand_from ls du gc rm verify help" -f -a "rm" -d 'Remove step results by cache key (`--all` for every one); run `gc` to free their blobs'
-complete -c mb-cache -n "__fish_mb_cache_using_subcommand help; and not __fish_seen_subcommand_from ls du gc rm verify help" -f -a "verify" -d 'Re-hash every blob against its digest; exit 1 if any is corrupt'
-complete -c mb-cache -n "__fish_mb_cache_using_subcommand help; and not __fish_seen_subcommand_from ls du gc rm verify help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c mb-cache -n "__fish_mb_cache_using_subcommand pull" -l from -d 'A cache URL (http(s)://host[:port][/prefix] or oci://registry/repository); repeat in order of preference' -r
+complete -c mb-cache -n "__fish_mb_cache_using_subcommand pull" -l token -d 'A bearer token for http(s) caches (prefer `--token-file` or the environment, which do not show in `ps`)' -r
+complete -c mb-cache -n "__fish_mb_cache_using_subcommand pull" -l token-file -d 'Read the bearer token from the first line of this file' -r -F
+complete -c mb-cache -n "__fish_mb_cache_using_subcommand pull" -l user -d 'A user for basic auth (also `http://user:password@host/` in the URL)' -r
+complete -c mb-cache -n "__fish_mb_cache_using_subcommand pull" -l password-file -d 'Read the basic-auth password from the first line of this file' -r -F
+complete -c mb-cache -n "__fish_mb_cache_using_subcommand pull" -l jobs -d 'Transfers at once, per remote' -r
+complete -c mb-cache -n "__fish_mb_cache_using_subcommand pull" -l timeout -d 'Seconds a whole request may take' -r
+complete -c mb-cache -n "__fish_mb_cache_using_subcommand pull" -l connect-timeout -d 'Seconds connecting may take' -r
+complete -c mb-cache -n "__fish_mb_cache_using_subcommand pull" -l retries -d 'Retries after a network error, 429 or 5xx (exponential backoff with jitter)' -r
+complete -c mb-cache -n "__fish_mb_cache_using_subcommand pull" -l insecure-registry -d 'A registry (host[:port]) to reach over plain HTTP for oci:// caches; loopback ones always are' -r
+complete -c mb-cache -n "__fish_mb_cache_using_subcommand pull" -l store -d 'The local store (default: $XDG_CACHE_HOME/memobuild or ~/.cache/memobuild)' -r -F
+complete -c mb-cache -n "__fish_mb_cache_using_subcommand pull" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+complete -c mb-cache -n "__fish_mb_cache_using_subcommand pull" -s q -l quiet -d 'Only errors on stderr'
+complete -c mb-cache -n "__fish_mb_cache_using_subcommand pull" -s h -l help -d 'Print help'
+complete -c mb-cache -n "__fish_mb_cache_using_subcommand push" -l to -d 'A cache URL, as for `pull`; repeatable' -r
+complete -c mb-cache -n "__fish_mb_cache_using_subcommand push" -l token -d 'A bearer token for http(s) caches (prefer `--token-file` or the environment, which do not show in `ps`)' -r
+complete -c mb-cache -n "__fish_mb_cache_using_subcommand push" -l token-file -d 'Read the bearer token from the first line of this file' -r -F
+complete -c mb-cache -n "__fish_mb_cache_using_subcommand push" -l user -d 'A user for basic auth (also `http://user:password@host/` in the URL)' -r
+complete -c mb-cache -n "__fish_mb_cache_using_subcommand push" -l password-file -d 'Read the basic-auth password from the first line of this file' -r -F
+complete -c mb-cache -n "__fish_mb_cache_using_subcommand push" -l jobs -d 'Transfers at once, per remote' -r
+complete -c mb-cache -n "__fish_mb_cache_using_subcommand push" -l timeout -d 'Seconds a whole request may take' -r
+complete -c mb-cache -n "__fish_mb_cache_using_subcommand push" -l connect-timeout -d 'Seconds connecting may take' -r
+complete -c mb-cache -n "__fish_mb_cache_using_subcommand push" -l retries -d 'Retries after a network error, 429 or 5xx (exponential backoff with jitter)' -r
+complete -c mb-cache -n "__fish_mb_cache_using_subcommand push" -l insecure-registry -d 'A registry (host[:port]) to reach over plain HTTP for oci:// caches; loopback ones always are' -r
+complete -c mb-cache -n "__fish_mb_cache_using_subcommand push" -l store -d 'The local store (default: $XDG_CACHE_HOME/memobuild or ~/.cache/memobuild)' -r -F
+complete -c mb-cache -n "__fish_mb_cache_using_subcommand push" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+complete -c mb-cache -n "__fish_mb_cache_using_subcommand push" -s q -l quiet -d 'Only errors on stderr'
+complete -c mb-cache -n "__fish_mb_cache_using_subcommand push" -s h -l help -d 'Print help'
+complete -c mb-cache -n "__fish_mb_cache_using_subcommand serve" -l addr -d 'Where to listen' -r
+complete -c mb-cache -n "__fish_mb_cache_using_subcommand serve" -l data -d 'The data directory: blobs, metadata database, temporary uploads' -r -F
+complete -c mb-cache -n "__fish_mb_cache_using_subcommand serve" -l token-file -d 'Tokens and their rights, one `TOKEN read|write` a line; without it anyone may read and write' -r -F
+complete -c mb-cache -n "__fish_mb_cache_using_subcommand serve" -l max-blob-size -d 'The largest blob accepted (e.g. 2GiB); larger uploads get 413' -r
+complete -c mb-cache -n "__fish_mb_cache_using_subcommand serve" -l max-total-size -d 'Evict least recently used entries to stay under this total (e.g. 50GB)' -r
+complete -c mb-cache -n "__fish_mb_cache_using_subcommand serve" -l max-concurrency -d 'Requests served at once; more wait briefly, then get 503' -r
+complete -c mb-cache -n "__fish_mb_cache_using_subcommand serve" -l log-format -d 'Log format' -r -f -a "text\t'Human-readable lines'
+json\t'One JSON object per line'"
+complete -c mb-cache -n "__fish_mb_cache_using_subcommand serve" -l store -d 'The local store (default: $XDG_CACHE_HOME/memobuild or ~/.cache/memobuild)' -r -F
+complete -c mb-cache -n "__fish_mb_cache_using_subcommand serve" -l anonymous-read -d 'Let requests without a token read (with --token-file)'
+complete -c mb-cache -n "__fish_mb_cache_using_subcommand serve" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+complete -c mb-cache -n "__fish_mb_cache_using_subcommand serve" -s q -l quiet -d 'Only errors on stderr'
+complete -c mb-cache -n "__fish_mb_cache_using_subcommand serve" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c mb-cache -n "__fish_mb_cache_using_subcommand help; and not __fish_seen_subcommand_from ls du gc rm verify pull push serve help" -f -a "ls" -d 'List step results in the store as JSON: key, instruction, location, layer, size, age, time since last use'
+complete -c mb-cache -n "__fish_mb_cache_using_subcommand help; and not __fish_seen_subcommand_from ls du gc rm verify pull push serve help" -f -a "du" -d 'Show how much space the store uses, by part, as JSON'
+complete -c mb-cache -n "__fish_mb_cache_using_subcommand help; and not __fish_seen_subcommand_from ls du gc rm verify pull push serve help" -f -a "gc" -d 'Drop step results least recently used first, then every blob, snapshot and temporary file nothing kept needs; named images are always kept. Waits for running builds'
+complete -c mb-cache -n "__fish_mb_cache_using_subcommand help; and not __fish_seen_subcommand_from ls du gc rm verify pull push serve help" -f -a "rm" -d 'Remove step results by cache key (`--all` for every one); run `gc` to free their blobs'
+complete -c mb-cache -n "__fish_mb_cache_using_subcommand help; and not __fish_seen_subcommand_from ls du gc rm verify pull push serve help" -f -a "verify" -d 'Re-hash every blob against its digest; exit 1 if any is corrupt'
+complete -c mb-cache -n "__fish_mb_cache_using_subcommand help; and not __fish_seen_subcommand_from ls du gc rm verify pull push serve help" -f -a "pull" -d 'Pipe stage after mb-plan: fetch the plan\'s misses from remote caches into the store and mark them hits. Never fails the build for a cache that is down: says so and passes on'
+complete -c mb-cache -n "__fish_mb_cache_using_subcommand help; and not __fish_seen_subcommand_from ls du gc rm verify pull push serve help" -f -a "push" -d 'Pipe stage after mb-exec: upload the build\'s step results the remote caches lack, and pass the result document on unchanged'
+complete -c mb-cache -n "__fish_mb_cache_using_subcommand help; and not __fish_seen_subcommand_from ls du gc rm verify pull push serve help" -f -a "serve" -d 'Serve a remote cache over HTTP (the Bazel HTTP cache protocol) until SIGTERM or Ctrl-C'
+complete -c mb-cache -n "__fish_mb_cache_using_subcommand help; and not __fish_seen_subcommand_from ls du gc rm verify pull push serve help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
