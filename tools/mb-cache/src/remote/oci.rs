@@ -59,6 +59,11 @@ impl OciRemote {
                     .to_string(),
             });
         }
+        if options.credentials.token.is_some() && options.credentials.basic.is_none() {
+            tracing::warn!(
+                "oci://{registry}: --token is for http(s) caches; registries take --user and --password-file or the usual credential files"
+            );
+        }
         let credentials = options
             .credentials
             .basic
