@@ -253,10 +253,11 @@ impl Drop for Server {
     }
 }
 
-fn nix_term(pid: u32) -> std::io::Result<std::process::ExitStatus> {
-    Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
+fn nix_term(pid: u32) -> nix::Result<()> {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
 }
 
 fn hex_sha256(bytes: &[u8]) -> String {

@@ -48,10 +48,11 @@ impl Server {
         Ok(server)
     }
 
-    fn terminate(&self) -> std::io::Result<std::process::ExitStatus> {
-        Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
+    fn terminate(&self) -> nix::Result<()> {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
     }
 }
 
