@@ -4,7 +4,7 @@
 set -eu
 need="runc:runc busybox:busybox-static"
 if [ "${1:-}" = "--tests" ]; then
-    need="$need skopeo:skopeo umoci:umoci make:make docker-registry:docker-registry htpasswd:apache2-utils"
+    need="$need skopeo:skopeo umoci:umoci make:make docker-registry:docker-registry htpasswd:apache2-utils nginx:nginx-light"
 fi
 missing=""
 for pair in $need; do

@@ -179,34 +179,27 @@ fn run_image(sandbox: &Sandbox, result: &serde_json::Value, tag: &str) -> String
     external("runc", &["run", "--bundle", &bundle_arg, &id])
 }
 
-/// Two stages that can only both succeed if they run at the same time: one listens on a port,
-/// the other connects to it. With `--jobs 1` the listener gives up and the build fails.
-// nc must not be the shell's last command: the shell would exec it as PID 1 of the container,
-// which ignores the SIGTERM from `timeout`.
+/// Two stages that can only both succeed if they run at the same time: each leaves a mark in a
+/// shared cache mount and waits for the other's. With `--jobs 1` the first one gives up.
+/// (`; exit $?` keeps the shell as the container's PID 1: were `timeout` exec'd in its place,
+/// PID 1 would ignore the SIGTERM it sends.)
 const RENDEZVOUS: &str = "\
-FROM busybox AS listener
-ARG PORT
+FROM busybox AS left
+ARG TOKEN
 ARG WAIT
-RUN timeout $WAIT nc -l -p $PORT > /received; test -s /received
+RUN --mount=type=cache,id=meet-$TOKEN,target=/meet,sharing=shared \\
+    touch /meet/left && timeout $WAIT sh -c 'until [ -e /meet/right ]; do sleep 0.1; done'; exit $?
 
-FROM busybox AS sender
-ARG PORT
+FROM busybox AS right
+ARG TOKEN
 ARG WAIT
-RUN for attempt in $(seq $((WAIT * 10))); do \\
-      echo ping | nc 127.0.0.1 $PORT && exit 0; sleep 0.1; \\
-    done; exit 1
+RUN --mount=type=cache,id=meet-$TOKEN,target=/meet,sharing=shared \\
+    touch /meet/right && timeout $WAIT sh -c 'until [ -e /meet/left ]; do sleep 0.1; done'; exit $?
 
 FROM scratch
-COPY --from=listener /received /received
-COPY --from=sender /etc/passwd /passwd
+COPY --from=left /etc/passwd /left
+COPY --from=right /etc/passwd /right
 ";
-
-fn free_port() -> String {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port().to_string())
-        .unwrap_or_else(|error| panic!("finding a free port: {error}"))
-}
 
 #[test]
 fn independent_stages_run_at_the_same_time() {
@@ -216,23 +209,16 @@ fn independent_stages_run_at_the_same_time() {
     let sandbox = Sandbox::new();
     sandbox.import_busybox();
     sandbox.write("Dockerfile", RENDEZVOUS);
-    let port = free_port();
-    let build = sandbox.build(&[
-        "--build-arg",
-        &format!("PORT={port}"),
-        "--build-arg",
-        "WAIT=30",
-    ]);
+    let build = sandbox.build(&["--build-arg", "TOKEN=together", "--build-arg", "WAIT=30"]);
     assert_eq!(build.result["result"]["n_ran"], 4);
 
-    let port = free_port();
     let graph = sandbox.stage(
         "mb-parse",
         &[
             "-f",
             "Dockerfile",
             "--build-arg",
-            &format!("PORT={port}"),
+            "TOKEN=alone",
             "--build-arg",
             "WAIT=2",
         ],
@@ -366,5 +352,39 @@ fn progress_redraws_only_on_a_terminal() {
     assert!(
         shown.contains("\r\x1b[K"),
         "the status line is cleared before lines: {shown:?}"
+    );
+}
+
+#[test]
+fn proxy_build_args_reach_run_but_not_keys() {
+    if !can_run_containers("proxy_build_args_reach_run_but_not_keys") {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    sandbox.import_busybox();
+    sandbox.write(
+        "Dockerfile",
+        "FROM busybox\nRUN echo \"$HTTP_PROXY\" | grep -q :3128\n",
+    );
+    let first = sandbox.build(&["--build-arg", "HTTP_PROXY=http://proxy-a:3128"]);
+    assert_eq!(first.outcomes(), ["ran"], "the RUN saw the proxy variable");
+    let second = sandbox.build(&["--build-arg", "HTTP_PROXY=http://proxy-b:3128"]);
+    assert_eq!(
+        second.outcomes(),
+        ["cached"],
+        "a different proxy is the same build"
+    );
+    let records = std::fs::read_dir(sandbox.store().join("locations"))
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|entry| std::fs::read_to_string(entry.path()).unwrap_or_default())
+                .collect::<String>()
+        })
+        .unwrap_or_default();
+    assert!(!records.is_empty());
+    assert!(
+        !records.contains("proxy-"),
+        "no proxy value in the store: {records}"
     );
 }

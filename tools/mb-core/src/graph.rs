@@ -384,6 +384,25 @@ pub enum Op {
     },
 }
 
+/// Whether `name` is one of the proxy variables (`HTTP_PROXY`, `HTTPS_PROXY`, `FTP_PROXY`,
+/// `NO_PROXY`, `ALL_PROXY`, upper or lower case) that BuildKit passes from `--build-arg` to RUN
+/// without an ARG declaring them, and keeps out of cache keys and history.
+pub fn is_proxy_arg(name: &str) -> bool {
+    const PROXY_ARGS: &[&str] = &[
+        "HTTP_PROXY",
+        "http_proxy",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "FTP_PROXY",
+        "ftp_proxy",
+        "NO_PROXY",
+        "no_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ];
+    PROXY_ARGS.contains(&name)
+}
+
 /// A HEALTHCHECK as the image config records it (Docker's field names).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]

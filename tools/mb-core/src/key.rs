@@ -49,11 +49,24 @@ pub struct KeyMaterial<'a> {
 }
 
 impl KeyMaterial<'_> {
-    /// The canonical encoding: JSON with fields in declaration order, no whitespace.
-    pub fn encode(&self) -> Vec<u8> {
+    /// The material as JSON, without what must never enter a key or the store (proxy
+    /// variables).
+    pub fn to_value(&self) -> serde_json::Value {
         // Serializing these plain structs cannot fail: no maps with non-string keys, no
         // user-implemented Serialize.
-        serde_json::to_vec(self).unwrap_or_default()
+        let mut value = serde_json::to_value(self).unwrap_or_default();
+        if let Some(action) = value
+            .get_mut("action")
+            .and_then(serde_json::Value::as_object_mut)
+        {
+            action.remove("proxy_env");
+        }
+        value
+    }
+
+    /// The canonical encoding: JSON with object keys sorted, no whitespace.
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.to_value()).unwrap_or_default()
     }
 
     /// The key: BLAKE3 of the encoding, 64 hex digits.
@@ -124,6 +137,7 @@ mod tests {
             cwd: "/".into(),
             user: String::new(),
             network: "default".into(),
+            proxy_env: vec![],
             mounts: vec![],
         }
     }
@@ -239,5 +253,25 @@ mod tests {
             assert_ne!(variant.key(), base.key(), "{variant:?}");
         }
         assert_eq!(base.key().len(), 64);
+    }
+
+    #[test]
+    fn proxy_variables_stay_out_of_the_key_and_the_material() {
+        let platform = Platform::host();
+        let plain = run(&["make"]);
+        let mut proxied = run(&["make"]);
+        if let Action::Run { proxy_env, .. } = &mut proxied {
+            proxy_env.push("HTTP_PROXY=http://user:secret@proxy:3128".into());
+        }
+        let material = |action| KeyMaterial {
+            scheme: KEY_SCHEME,
+            platform: &platform,
+            source_date_epoch: None,
+            parent: "scratch",
+            inputs: &[],
+            action,
+        };
+        assert_eq!(material(&plain).key(), material(&proxied).key());
+        assert!(!material(&proxied).to_value().to_string().contains("secret"));
     }
 }

@@ -152,6 +152,11 @@ pub enum Action {
         user: String,
         /// `default`, `none` or `host`.
         network: String,
+        /// Proxy variables passed as build args (`HTTP_PROXY=...`): in the process environment
+        /// but never in the key, the history or a location record, since they say where the
+        /// build runs, not what it builds.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        proxy_env: Vec<String>,
         /// `--mount`s. Bind mounts' content enters the key through the step's inputs; cache,
         /// tmpfs and secret mounts enter only by their specification, never their content.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -68,7 +68,7 @@ impl LocationRecord {
             location: step.location.to_string(),
             display: step.display.clone(),
             key: material.key(),
-            material: serde_json::to_value(material).unwrap_or_default(),
+            material: material.to_value(),
             files,
             base_image,
         };

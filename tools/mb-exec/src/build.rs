@@ -490,8 +490,10 @@ impl Build<'_> {
                 cwd,
                 user,
                 network,
+                proxy_env,
                 mounts,
             } => {
+                let process_env: Vec<String> = env.iter().chain(proxy_env).cloned().collect();
                 let stage_layers = |index: usize| Ok(self.stage_output(index)?.layers);
                 let context = self.document.context.as_ref().map(|context| {
                     let selections = (0..mounts.len())
@@ -518,7 +520,7 @@ impl Build<'_> {
                     layers,
                     &RunRequest {
                         argv,
-                        env,
+                        env: &process_env,
                         cwd,
                         user,
                         network,

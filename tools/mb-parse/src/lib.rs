@@ -163,27 +163,7 @@ impl BaseImages for StoreImages<'_> {
     }
 }
 
-/// Whether `name` is one of the proxy variables (`HTTP_PROXY`, `HTTPS_PROXY`, `FTP_PROXY`,
-/// `NO_PROXY`, `ALL_PROXY`, in either case) that BuildKit passes from `--build-arg` to RUN
-/// without an ARG declaring them.
-///
-/// Their values depend on where the build runs, not on what it builds, so the planner must keep
-/// them out of cache keys and image history even though they appear in `Op::Run.args_env`.
-pub fn is_proxy_arg(name: &str) -> bool {
-    const PROXY_ARGS: &[&str] = &[
-        "HTTP_PROXY",
-        "http_proxy",
-        "HTTPS_PROXY",
-        "https_proxy",
-        "FTP_PROXY",
-        "ftp_proxy",
-        "NO_PROXY",
-        "no_proxy",
-        "ALL_PROXY",
-        "all_proxy",
-    ];
-    PROXY_ARGS.contains(&name)
-}
+pub use mb_core::graph::is_proxy_arg;
 
 #[cfg(test)]
 mod tests {

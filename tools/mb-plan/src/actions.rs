@@ -76,9 +76,16 @@ pub(crate) fn resolve_action(
             mounts,
         } => {
             let mut env = config.env.clone().unwrap_or_default();
+            let mut proxy_env = Vec::new();
             for arg in args_env {
-                if config.env_var(&arg.name).is_none() {
-                    env.push(format!("{}={}", arg.name, arg.value));
+                if config.env_var(&arg.name).is_some() {
+                    continue;
+                }
+                let pair = format!("{}={}", arg.name, arg.value);
+                if mb_core::graph::is_proxy_arg(&arg.name) {
+                    proxy_env.push(pair);
+                } else {
+                    env.push(pair);
                 }
             }
             let network = network.clone().unwrap_or_else(|| "default".to_string());
@@ -95,6 +102,7 @@ pub(crate) fn resolve_action(
                 cwd: config.working_dir_or_root(),
                 user,
                 network,
+                proxy_env,
                 mounts: mounts.clone(),
             }
         }

@@ -215,6 +215,7 @@ pub fn shell_with_mounts(script: &str, mounts: Vec<mb_core::graph::RunMount>) ->
             cwd,
             user,
             network,
+            proxy_env,
             ..
         } => Action::Run {
             argv,
@@ -222,6 +223,7 @@ pub fn shell_with_mounts(script: &str, mounts: Vec<mb_core::graph::RunMount>) ->
             cwd,
             user,
             network,
+            proxy_env,
             mounts,
         },
         other => other,
@@ -285,6 +287,7 @@ pub fn shell(script: &str) -> Action {
         cwd: "/".to_string(),
         user: String::new(),
         network: "none".to_string(),
+        proxy_env: vec![],
         mounts: vec![],
     }
 }
