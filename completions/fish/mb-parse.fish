@@ -3,8 +3,11 @@ complete -c mb-parse -s f -l file -d 'The Dockerfile (`-` reads standard input)'
 complete -c mb-parse -l build-arg -d 'A build argument (`NAME` alone takes the value from the environment); repeatable' -r
 complete -c mb-parse -l target -d 'The stage to build (default: the last one)' -r
 complete -c mb-parse -l platform -d 'The platform to build for (default: this machine\'s)' -r
+complete -c mb-parse -l insecure-registry -d 'A registry (host or host:port) to reach over plain HTTP; repeatable. Loopback ones always are' -r
 complete -c mb-parse -l store -d 'The local store (default: $XDG_CACHE_HOME/memobuild or ~/.cache/memobuild)' -r -F
 complete -c mb-parse -l check -d 'Only check the Dockerfile: print nothing, exit 0 when it is fine, 2 listing its problems'
+complete -c mb-parse -l pull -d 'Pull base images again even when the store has them by that tag'
+complete -c mb-parse -l offline -d 'Never touch the network: base images must already be in the store'
 complete -c mb-parse -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
 complete -c mb-parse -s q -l quiet -d 'Only errors on stderr'
 complete -c mb-parse -s h -l help -d 'Print help'

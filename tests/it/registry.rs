@@ -41,8 +41,8 @@ fn from_an_image_only_the_registry_has_pulls_pins_and_pushes() {
         "Dockerfile",
         &format!("FROM {base}\nRUN echo built on a pulled base > /x\n"),
     );
-    let graph = builder.stage("mb-parse", &["-f", "Dockerfile"], "");
-    let context = builder.stage("mb-hash", &["--context", "."], &graph.to_string());
+    let offline_graph = builder.stage("mb-parse", &["-f", "Dockerfile", "--offline"], "");
+    let context = builder.stage("mb-hash", &["--context", "."], &offline_graph.to_string());
     let offline = builder.run("mb-plan", &["--offline"], &context.to_string());
     assert_eq!(
         offline.status.code(),
@@ -51,12 +51,20 @@ fn from_an_image_only_the_registry_has_pulls_pins_and_pushes() {
     );
     assert!(String::from_utf8_lossy(&offline.stderr).contains("offline"));
 
+    // mb-parse pulls the base (to expand with its Env), so mb-plan then finds it offline.
+    let graph = builder.stage("mb-parse", &["-f", "Dockerfile"], "");
     let build = builder.build(&[]);
     assert_eq!(
         build.plan["plan"]["stages"][0]["base"]["manifest"],
         pushed_digest
     );
     assert_eq!(build.outcomes(), ["ran"]);
+    let pulled = builder.stage("mb-hash", &["--context", "."], &graph.to_string());
+    let offline_plan = builder.run("mb-plan", &["--offline"], &pulled.to_string());
+    assert!(
+        offline_plan.status.success(),
+        "once pulled, the base is in the store"
+    );
 
     let target = format!("{}/app/built:1", registry.address);
     builder.stage(

@@ -96,7 +96,13 @@ pub struct RegistryArgs {
     #[arg(long)]
     pub pull: bool,
     /// Never touch the network: base images must already be in the store.
-    #[arg(long, conflicts_with = "pull")]
+    #[arg(
+        long,
+        env = "MEMOBUILD_OFFLINE",
+        conflicts_with = "pull",
+        action = clap::ArgAction::SetTrue,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
     pub offline: bool,
     /// A registry (host or host:port) to reach over plain HTTP; repeatable. Loopback ones always are.
     #[arg(long, value_name = "HOST")]

@@ -52,6 +52,9 @@ pub struct Cli {
     /// Only check the Dockerfile: print nothing, exit 0 when it is fine, 2 listing its problems.
     #[arg(long)]
     pub check: bool,
+    /// How base images missing from the store are pulled (their Env seeds expansion).
+    #[command(flatten)]
+    pub registry: mb_core::cli::RegistryArgs,
     /// Options every tool has.
     #[command(flatten)]
     pub common: CommonArgs,
@@ -70,13 +73,15 @@ pub fn run(cli: Cli) -> Result<(), ParseError> {
         file: cli.file.clone(),
         build_args: build_args(&cli.build_args)?,
         target: cli.target.clone(),
-        platform,
+        platform: platform.clone(),
         build_platform: Platform::host(),
         all_stages: cli.check,
     };
     let mut images = StoreImages {
         common: &cli.common,
         store: None,
+        registry: cli.registry.options(),
+        platform,
     };
     let graph =
         build_graph(&text, &options, &mut images).map_err(|problems| ParseError::Dockerfile {
@@ -126,10 +131,15 @@ fn build_args(given: &[String]) -> Result<BTreeMap<String, String>, ParseError> 
     Ok(args)
 }
 
-/// Base image configs from the local store, opened only when a needed stage has an image base.
+/// Base image configs from the local store, opened only when a needed stage has an image base,
+/// and pulled into it from their registry when missing (as BuildKit resolves them while reading
+/// the Dockerfile). A base that cannot be had leaves expansion without its Env; mb-plan then
+/// reports why.
 struct StoreImages<'a> {
     common: &'a CommonArgs,
     store: Option<Store>,
+    registry: mb_core::registry::RegistryOptions,
+    platform: Platform,
 }
 
 impl BaseImages for StoreImages<'_> {
@@ -144,17 +154,17 @@ impl BaseImages for StoreImages<'_> {
             }
         }
         let store = self.store.as_ref()?;
-        let loaded = store.image(reference).and_then(|descriptor| {
-            descriptor
-                .map(|descriptor| mb_core::image::load(store, &descriptor.digest))
-                .transpose()
-        });
-        match loaded {
-            Ok(Some((_, config))) => Some(config.config),
-            Ok(None) => {
-                tracing::info!("base image {reference} is not in the store yet");
-                None
-            }
+        let descriptor =
+            match mb_core::registry::ensure_image(store, reference, &self.platform, &self.registry)
+            {
+                Ok(descriptor) => descriptor,
+                Err(error) => {
+                    tracing::warn!("base image {reference}: {error}; its Env is unknown");
+                    return None;
+                }
+            };
+        match mb_core::image::load(store, &descriptor.digest) {
+            Ok((_, config)) => Some(config.config),
             Err(error) => {
                 tracing::warn!("cannot read base image {reference} from the store: {error}");
                 None
