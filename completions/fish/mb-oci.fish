@@ -71,6 +71,9 @@ complete -c mb-oci -n "__fish_mb_oci_using_subcommand export" -l format -d 'The 
 docker\t'Docker image manifest v2 schema 2 media types'"
 complete -c mb-oci -n "__fish_mb_oci_using_subcommand export" -l annotation -d 'Add a manifest annotation; repeatable' -r
 complete -c mb-oci -n "__fish_mb_oci_using_subcommand export" -l label -d 'Add a label to the image config; repeatable' -r
+complete -c mb-oci -n "__fish_mb_oci_using_subcommand export" -l compression -d 'Recompress the layers (default: as built)' -r -f -a "gzip\t'gzip, the default that every registry and runtime reads'
+zstd\t'zstd: faster to write and read than gzip, for registries and runtimes that know it'
+none\t'No compression'"
 complete -c mb-oci -n "__fish_mb_oci_using_subcommand export" -l chunk-size -d 'Upload blobs larger than this in chunks of this many bytes (default: in one request)' -r
 complete -c mb-oci -n "__fish_mb_oci_using_subcommand export" -l store -d 'The local store (default: $XDG_CACHE_HOME/memobuild or ~/.cache/memobuild)' -r -F
 complete -c mb-oci -n "__fish_mb_oci_using_subcommand export" -l insecure-registry -d 'Speak plain HTTP to this registry (host or host:port); localhost, 127.0.0.0/8 and [::1] always are. Repeatable' -r

@@ -78,3 +78,58 @@ fn skopeo_and_umoci_accept_the_exported_layout() {
         "{index}"
     );
 }
+
+#[test]
+fn export_recompresses_layers_on_request() {
+    if !can_run_containers("export_recompresses_layers_on_request") {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    sandbox.import_busybox();
+    sandbox.write("Dockerfile", "FROM busybox\nRUN echo packed > /packed\n");
+    let build = sandbox.build(&[]);
+    for (compression, media_type) in [
+        ("zstd", "application/vnd.oci.image.layer.v1.tar+zstd"),
+        ("none", "application/vnd.oci.image.layer.v1.tar"),
+    ] {
+        let layout = sandbox.path().join(format!("layout-{compression}"));
+        let layout_arg = layout.to_string_lossy().into_owned();
+        let exported = sandbox.stage(
+            "mb-oci",
+            &[
+                "export",
+                "--layout",
+                &layout_arg,
+                "--tag",
+                "app:1",
+                "--compression",
+                compression,
+            ],
+            &build.result.to_string(),
+        );
+        assert_ne!(exported["manifest"], build.manifest().as_str());
+        let reference = format!("oci:{layout_arg}:app:1");
+        let manifest: serde_json::Value =
+            serde_json::from_str(&external("skopeo", &["inspect", "--raw", &reference]))
+                .unwrap_or_default();
+        let layers = manifest["layers"].as_array().cloned().unwrap_or_default();
+        assert_eq!(layers.len(), 2);
+        assert!(
+            layers.iter().all(|layer| layer["mediaType"] == media_type),
+            "{manifest}"
+        );
+        let imported = sandbox.stage("mb-oci", &["import", &layout_arg, "--tag", compression], "");
+        assert_eq!(
+            imported["manifest"], exported["manifest"],
+            "it reads back as written"
+        );
+    }
+    let bundle = sandbox.path().join("unpacked-none");
+    let image = format!("{}:app:1", sandbox.path().join("layout-none").display());
+    external(
+        "umoci",
+        &["unpack", "--image", &image, &bundle.to_string_lossy()],
+    );
+    let packed = std::fs::read_to_string(bundle.join("rootfs/packed")).unwrap_or_default();
+    assert_eq!(packed, "packed\n");
+}

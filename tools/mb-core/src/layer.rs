@@ -134,20 +134,7 @@ pub struct LayerWriter {
 impl LayerWriter {
     /// Starts a layer blob in `store`.
     pub fn new(store: &Store, compression: Compression) -> Result<LayerWriter, CoreError> {
-        let blob = store.blob_writer()?;
-        let sink = match compression {
-            // No file name and mtime 0 in the gzip header keep the blob reproducible.
-            Compression::Gzip => Sink::Gzip(
-                flate2::GzBuilder::new()
-                    .mtime(0)
-                    .write(blob, flate2::Compression::fast()),
-            ),
-            Compression::Zstd => Sink::Zstd(
-                zstd::Encoder::new(blob, ZSTD_LEVEL).map_err(CoreError::io(store.tmp_dir()))?,
-            ),
-            Compression::None => Sink::Plain(blob),
-        };
-        let mut builder = tar::Builder::new(HashingWriter::new(sink));
+        let mut builder = tar::Builder::new(HashingWriter::new(Sink::open(store, compression)?));
         builder.mode(tar::HeaderMode::Complete);
         builder.follow_symlinks(false);
         Ok(LayerWriter {
@@ -288,12 +275,39 @@ impl LayerWriter {
 
     /// Finishes the tar and the compression and moves the blob into the store.
     pub fn finish(self) -> Result<LayerRef, CoreError> {
-        let compression = self.compression;
         let hashing = self.builder.into_inner().map_err(Self::io_error)?;
+        Sink::finish(hashing, self.compression)
+    }
+}
+
+impl Sink {
+    /// A new blob in `store` that compresses what is written to it.
+    fn open(store: &Store, compression: Compression) -> Result<Sink, CoreError> {
+        let blob = store.blob_writer()?;
+        Ok(match compression {
+            // No file name and mtime 0 in the gzip header keep the blob reproducible.
+            Compression::Gzip => Sink::Gzip(
+                flate2::GzBuilder::new()
+                    .mtime(0)
+                    .write(blob, flate2::Compression::fast()),
+            ),
+            Compression::Zstd => Sink::Zstd(
+                zstd::Encoder::new(blob, ZSTD_LEVEL).map_err(CoreError::io(store.tmp_dir()))?,
+            ),
+            Compression::None => Sink::Plain(blob),
+        })
+    }
+
+    /// Ends the compression and moves the blob into the store; the hashing around the sink saw
+    /// the uncompressed tar, so its digest is the diff id.
+    fn finish(
+        hashing: HashingWriter<Sink>,
+        compression: Compression,
+    ) -> Result<LayerRef, CoreError> {
         let (sink, diff_id, _) = hashing.finish();
         let blob = match sink {
-            Sink::Gzip(encoder) => encoder.finish().map_err(Self::io_error)?,
-            Sink::Zstd(encoder) => encoder.finish().map_err(Self::io_error)?,
+            Sink::Gzip(encoder) => encoder.finish().map_err(LayerWriter::io_error)?,
+            Sink::Zstd(encoder) => encoder.finish().map_err(LayerWriter::io_error)?,
             Sink::Plain(blob) => blob,
         };
         let (digest, size) = blob.commit(None)?;
@@ -304,6 +318,41 @@ impl LayerWriter {
             media_type: compression.media_type().to_string(),
         })
     }
+}
+
+/// The uncompressed tar of a layer blob, verified against the layer's diff id as it is read
+/// (the blob itself against its digest).
+pub fn open_tar(store: &Store, layer: &LayerRef) -> Result<impl Read, CoreError> {
+    let blob = store.open_blob(&layer.digest)?;
+    let compression =
+        Compression::from_media_type(&layer.media_type).ok_or_else(|| CoreError::Store {
+            path: store.blob_path(&layer.digest),
+            reason: format!("unsupported layer media type {}", layer.media_type),
+        })?;
+    let reader: Box<dyn Read> = match compression {
+        Compression::Gzip => Box::new(flate2::read::GzDecoder::new(blob)),
+        Compression::Zstd => Box::new(
+            zstd::Decoder::new(blob).map_err(CoreError::io(store.blob_path(&layer.digest)))?,
+        ),
+        Compression::None => Box::new(blob),
+    };
+    Ok(VerifyingReader::new(reader, layer.diff_id.clone()))
+}
+
+/// The same layer compressed with `compression` (the layer itself when it already is): the
+/// diff id stays, the blob digest and media type change.
+pub fn recompress(
+    store: &Store,
+    layer: &LayerRef,
+    compression: Compression,
+) -> Result<LayerRef, CoreError> {
+    if Compression::from_media_type(&layer.media_type) == Some(compression) {
+        return Ok(layer.clone());
+    }
+    let mut tar = open_tar(store, layer)?;
+    let mut hashing = HashingWriter::new(Sink::open(store, compression)?);
+    io::copy(&mut tar, &mut hashing).map_err(CoreError::io(store.blob_path(&layer.digest)))?;
+    Sink::finish(hashing, compression)
 }
 
 /// The tar entry type and device numbers of a character or block device or a fifo; None for
@@ -498,21 +547,7 @@ fn set_overlay_opaque(path: &Path) -> io::Result<()> {
 /// become 0/0 character devices and opaque markers become the opaque xattr, so `dest` can be
 /// used as an overlay lower directory directly. Entries that would escape `dest` are refused.
 pub fn unpack(store: &Store, layer: &LayerRef, dest: &Path) -> Result<(), CoreError> {
-    let blob = store.open_blob(&layer.digest)?;
-    let compression =
-        Compression::from_media_type(&layer.media_type).ok_or_else(|| CoreError::Store {
-            path: store.blob_path(&layer.digest),
-            reason: format!("unsupported layer media type {}", layer.media_type),
-        })?;
-    let reader: Box<dyn Read> = match compression {
-        Compression::Gzip => Box::new(flate2::read::GzDecoder::new(blob)),
-        Compression::Zstd => Box::new(
-            zstd::Decoder::new(blob).map_err(CoreError::io(store.blob_path(&layer.digest)))?,
-        ),
-        Compression::None => Box::new(blob),
-    };
-    let tar_reader = VerifyingReader::new(reader, layer.diff_id.clone());
-    unpack_tar(tar_reader, dest).map_err(|error| match error {
+    unpack_tar(open_tar(store, layer)?, dest).map_err(|error| match error {
         CoreError::Io { source, .. } if source.kind() == io::ErrorKind::InvalidData => {
             CoreError::Store {
                 path: store.blob_path(&layer.digest),
@@ -644,6 +679,35 @@ mod tests {
             fs::read_link(unpacked.join("etc/name")).map_err(CoreError::io("x"))?,
             PathBuf::from("hostname")
         );
+        Ok(())
+    }
+
+    #[test]
+    fn recompressing_keeps_the_diff_id_and_round_trips() -> Result<(), CoreError> {
+        let dir = tempdir()?;
+        let store = Store::open(dir.path().join("store"))?;
+        let mut writer = LayerWriter::new(&store, Compression::Gzip)?;
+        let meta = EntryMeta {
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+        };
+        writer.file("greeting", meta, 6, &b"hello\n"[..])?;
+        let gzip = writer.finish()?;
+        for compression in [Compression::Zstd, Compression::None, Compression::Gzip] {
+            let other = recompress(&store, &gzip, compression)?;
+            assert_eq!(other.diff_id, gzip.diff_id);
+            assert_eq!(other.media_type, compression.media_type());
+            assert_eq!(
+                other.digest == gzip.digest,
+                compression == Compression::Gzip
+            );
+            let unpacked = dir.path().join(format!("unpacked-{compression:?}"));
+            unpack(&store, &other, &unpacked)?;
+            let text = fs::read(unpacked.join("greeting")).map_err(CoreError::io("x"))?;
+            assert_eq!(text, b"hello\n");
+        }
         Ok(())
     }
 

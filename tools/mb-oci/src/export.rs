@@ -60,6 +60,9 @@ pub struct ExportArgs {
     /// Add a label to the image config; repeatable.
     #[arg(long, value_name = "KEY=VALUE")]
     pub label: Vec<String>,
+    /// Recompress the layers (default: as built).
+    #[arg(long, value_enum, value_name = "COMPRESSION")]
+    pub compression: Option<mb_core::layer::Compression>,
     /// Upload blobs larger than this in chunks of this many bytes (default: in one request).
     #[arg(long, value_name = "BYTES")]
     pub chunk_size: Option<u64>,
@@ -137,6 +140,7 @@ pub fn derive_image(
     format: Format,
     annotations: &BTreeMap<String, String>,
     labels: &BTreeMap<String, String>,
+    compression: Option<mb_core::layer::Compression>,
 ) -> Result<Descriptor, OciError> {
     let built = Descriptor {
         media_type: image.media_type.clone(),
@@ -145,10 +149,21 @@ pub fn derive_image(
         annotations: BTreeMap::new(),
         platform: None,
     };
-    if format == Format::Oci && annotations.is_empty() && labels.is_empty() {
+    if format == Format::Oci && annotations.is_empty() && labels.is_empty() && compression.is_none()
+    {
         return Ok(built);
     }
     let mut manifest: Manifest = store.read_json_blob(&image.manifest)?;
+    if let Some(compression) = compression {
+        let config: mb_core::image::ConfigFile = store.read_json_blob(&manifest.config.digest)?;
+        let layers = manifest.layer_refs(&config)?;
+        for (descriptor, layer) in manifest.layers.iter_mut().zip(layers) {
+            let recompressed = mb_core::layer::recompress(store, &layer, compression)?;
+            descriptor.digest = recompressed.digest;
+            descriptor.size = recompressed.size;
+            descriptor.media_type = recompressed.media_type;
+        }
+    }
     if !labels.is_empty() {
         let mut config: serde_json::Value = store.read_json_blob(&manifest.config.digest)?;
         if let Some(config_object) = config.as_object_mut() {
@@ -261,7 +276,14 @@ pub fn run(store: &Store, args: &ExportArgs, options: &RegistryOptions) -> Resul
     let labels = key_values("--label", &args.label)?;
     let document = Document::read_stdin("mb-oci", &[Kind::Result])?;
     let built = document.result.ok_or(OciError::NoResult)?.image;
-    let image = derive_image(store, &built, args.format, &annotations, &labels)?;
+    let image = derive_image(
+        store,
+        &built,
+        args.format,
+        &annotations,
+        &labels,
+        args.compression,
+    )?;
     let mut references = Vec::new();
     if let Some(layout_dir) = &args.layout {
         write_layout(store, layout_dir, &image, &args.tag)?;
