@@ -103,6 +103,22 @@ impl CoreError {
     }
 }
 
+/// An error and its causes on one line, `outer: cause: cause`, skipping a cause whose text the
+/// line already holds (reqwest and io errors often repeat their source).
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 impl Failure for CoreError {
     fn exit_status(&self) -> ExitStatus {
         match self {

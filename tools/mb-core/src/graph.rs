@@ -442,6 +442,27 @@ pub enum MountKind {
     Ssh,
 }
 
+impl RunMount {
+    /// A mount of `kind` at `target` with every option unset.
+    pub fn new(kind: MountKind, target: impl Into<String>) -> RunMount {
+        RunMount {
+            kind,
+            target: target.into(),
+            from: None,
+            source: None,
+            read_write: false,
+            id: None,
+            sharing: None,
+            mode: None,
+            uid: None,
+            gid: None,
+            size: None,
+            required: false,
+            env: None,
+        }
+    }
+}
+
 /// One `RUN --mount=...`, expanded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunMount {

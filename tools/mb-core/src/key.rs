@@ -161,19 +161,8 @@ mod tests {
 
     fn mount(kind: MountKind, from: Option<CopyFrom>) -> crate::graph::RunMount {
         crate::graph::RunMount {
-            kind,
-            target: "/m".into(),
             from,
-            source: None,
-            read_write: false,
-            id: None,
-            sharing: None,
-            mode: None,
-            uid: None,
-            gid: None,
-            size: None,
-            required: false,
-            env: None,
+            ..crate::graph::RunMount::new(kind, "/m")
         }
     }
 

@@ -498,19 +498,8 @@ mod tests {
             secrets: &secrets,
         };
         let tmpfs = mb_core::graph::RunMount {
-            kind: mb_core::graph::MountKind::Tmpfs,
-            target: "/scratch".into(),
-            from: None,
-            source: None,
-            read_write: false,
-            id: None,
-            sharing: None,
-            mode: None,
-            uid: None,
-            gid: None,
             size: Some(1 << 20),
-            required: false,
-            env: None,
+            ..mb_core::graph::RunMount::new(mb_core::graph::MountKind::Tmpfs, "/scratch")
         };
         let mounts = crate::mounts::prepare(&sources, &[tmpfs])?;
         let rootfs = Path::new("/var/rootfs");

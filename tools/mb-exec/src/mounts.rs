@@ -499,19 +499,8 @@ mod tests {
             secrets: &secrets,
         };
         let mut mount = RunMount {
-            kind: MountKind::Secret,
-            target: "/run/secrets/npmrc".into(),
-            from: None,
-            source: None,
-            read_write: false,
             id: Some("npmrc".into()),
-            sharing: None,
-            mode: None,
-            uid: None,
-            gid: None,
-            size: None,
-            required: false,
-            env: None,
+            ..RunMount::new(MountKind::Secret, "/run/secrets/npmrc")
         };
         let optional = prepare(&sources, std::slice::from_ref(&mount))?;
         assert!(optional.oci_mounts.is_empty());

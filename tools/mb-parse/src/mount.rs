@@ -143,21 +143,7 @@ pub fn run_mount(
 ) -> Result<RunMount, String> {
     let mut kind = MountKind::Bind;
     let mut read_only: Option<bool> = None;
-    let mut mount = RunMount {
-        kind,
-        target: String::new(),
-        from: None,
-        source: None,
-        read_write: false,
-        id: None,
-        sharing: None,
-        mode: None,
-        uid: None,
-        gid: None,
-        size: None,
-        required: false,
-        env: None,
-    };
+    let mut mount = RunMount::new(kind, String::new());
     for (key, value) in &syntax.options {
         let value = match value {
             Some(value) => expand(value)?,

@@ -219,20 +219,7 @@ fn basic_header((user, password): &(String, String)) -> String {
     )
 }
 
-/// An error with its causes, which reqwest keeps in its source chain.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
+pub use mb_core::error::error_chain;
 
 impl Backend for HttpRemote {
     fn lookup(&self, key: &str) -> Result<Option<StepOutput>, RemoteError> {

@@ -21,6 +21,7 @@ use reqwest::header::{
 use reqwest::{StatusCode, Url};
 
 use crate::digest::Digest;
+use crate::error::error_chain;
 use crate::error::CoreError;
 use crate::image::media_type;
 use crate::store::Store;
@@ -706,21 +707,6 @@ fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
         .get(name)
         .and_then(|value| value.to_str().ok())
         .map(str::to_string)
-}
-
-/// An error with its causes, which reqwest keeps in its source chain.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 /// The registry's explanation from an OCI error body (`{"errors":[{"code","message"}]}`).

@@ -232,21 +232,7 @@ pub fn shell_with_mounts(script: &str, mounts: Vec<mb_core::graph::RunMount>) ->
 
 /// A `--mount` of `kind` at `target`, everything else unset.
 pub fn mount(kind: mb_core::graph::MountKind, target: &str) -> mb_core::graph::RunMount {
-    mb_core::graph::RunMount {
-        kind,
-        target: target.to_string(),
-        from: None,
-        source: None,
-        read_write: false,
-        id: None,
-        sharing: None,
-        mode: None,
-        uid: None,
-        gid: None,
-        size: None,
-        required: false,
-        env: None,
-    }
+    mb_core::graph::RunMount::new(kind, target)
 }
 
 /// Every file under `root` whose bytes contain `needle`, gzip and zstd blobs decompressed.
