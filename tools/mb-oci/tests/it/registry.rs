@@ -545,3 +545,58 @@ fn path_str(path: &Path) -> Result<&str, Box<dyn Error>> {
     path.to_str()
         .ok_or_else(|| format!("{} is not UTF-8", path.display()).into())
 }
+
+#[test]
+fn credential_helpers_named_in_the_config_supply_the_login() -> TestResult {
+    let (sandbox, imported) = sandbox_with_image(0)?;
+    let Some(users) = htpasswd(&sandbox, "helped", "from-helper")? else {
+        return Ok(());
+    };
+    let Some(registry) = RegistryServer::start(&sandbox.path("registry"), Some(&users))? else {
+        return Ok(());
+    };
+    // A helper speaking docker's protocol: the server on stdin, credentials as JSON on stdout.
+    let helpers = sandbox.path("helpers");
+    fs::create_dir_all(&helpers)?;
+    let script = format!(
+        "#!/bin/sh\nread server\n[ \"$1\" = get ] && [ \"$server\" = {} ] || {{ echo credentials not found; exit 1; }}\necho '{{\"Username\":\"helped\",\"Secret\":\"from-helper\"}}'\n",
+        registry.address
+    );
+    let helper = helpers.join("docker-credential-memobuildtest");
+    fs::write(&helper, script)?;
+    fs::set_permissions(&helper, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    let path = format!(
+        "{}:{}",
+        helpers.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    fs::create_dir_all(sandbox.path("docker-config"))?;
+    let reference = format!("{}/helped/app:v1", registry.address);
+    let document = result_document(&sandbox.path("store"), &imported)?;
+    for config in [
+        serde_json::json!({"credHelpers": {registry.address.clone(): "memobuildtest"}}),
+        serde_json::json!({"credsStore": "memobuildtest"}),
+    ] {
+        fs::write(
+            sandbox.path("docker-config/config.json"),
+            config.to_string(),
+        )?;
+        sandbox
+            .mb_oci()
+            .env("PATH", &path)
+            .args(["export", "--push", &reference])
+            .write_stdin(document.clone())
+            .assert()
+            .success()
+            .stderr(predicate::str::contains("from-helper").not());
+    }
+    // Without the helper on PATH, the configured helper is a clear error naming it.
+    sandbox
+        .mb_oci()
+        .args(["export", "--push", &reference])
+        .write_stdin(document)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("docker-credential-memobuildtest"));
+    Ok(())
+}
