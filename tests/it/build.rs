@@ -388,3 +388,23 @@ fn proxy_build_args_reach_run_but_not_keys() {
         "no proxy value in the store: {records}"
     );
 }
+
+#[test]
+fn same_inputs_in_two_stores_and_paths_give_the_same_image() {
+    if !can_run_containers("same_inputs_in_two_stores_and_paths_give_the_same_image") {
+        return;
+    }
+    let build_in_a_new_sandbox = || {
+        let sandbox = Sandbox::new().with_source_date_epoch("1700000000");
+        sandbox.import_busybox();
+        sandbox
+            .write("Dockerfile", APP)
+            .write("config.txt", "answer=42\n")
+            .write("src/main.txt", "hello from main\n")
+            .write("src/util.txt", "util\n");
+        sandbox.build(&[]).manifest()
+    };
+    let first = build_in_a_new_sandbox();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert_eq!(first, build_in_a_new_sandbox());
+}
