@@ -158,3 +158,41 @@ fn gc_keeps_named_images_and_what_recent_builds_need() {
     assert_eq!(kept["results_removed"], 0);
     assert_eq!(sandbox.build(&[]).outcomes(), ["cached"]);
 }
+
+#[test]
+fn a_corrupt_cached_layer_is_a_miss_and_is_rebuilt() {
+    if !can_run_containers("a_corrupt_cached_layer_is_a_miss_and_is_rebuilt") {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    sandbox.import_busybox();
+    sandbox.write(
+        "Dockerfile",
+        "FROM busybox\nRUN echo one > /one\nRUN echo two > /two\n",
+    );
+    let first = sandbox.build(&[]);
+    let layer = first.result["result"]["steps"][0]["layer"]["digest"]
+        .as_str()
+        .unwrap_or_default()
+        .trim_start_matches("sha256:")
+        .to_string();
+    let blob = sandbox.store().join("blobs/sha256").join(&layer);
+    std::fs::write(&blob, b"bit rot").unwrap_or_else(|error| panic!("{error}"));
+
+    let second = sandbox.build(&[]);
+    let reason = second.plan["plan"]["steps"][0]["reason"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        reason.contains("corrupt") && reason.contains(&layer),
+        "{reason}"
+    );
+    assert_eq!(second.outcomes()[0], "ran");
+    let verify = sandbox.run("mb-cache", &["verify"], "");
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+    assert_eq!(sandbox.build(&[]).outcomes(), ["cached", "cached"]);
+}

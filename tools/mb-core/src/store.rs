@@ -191,7 +191,14 @@ impl Store {
             root,
             lock: std::sync::Arc::new(lock),
         };
-        for dir in ["results", "snapshots", "stat-cache", "locations", "tmp"] {
+        for dir in [
+            "results",
+            "snapshots",
+            "stat-cache",
+            "locations",
+            "verified",
+            "tmp",
+        ] {
             let path = store.root.join(dir);
             fs::create_dir_all(&path).map_err(CoreError::io(&path))?;
         }
@@ -309,6 +316,50 @@ impl Store {
             }
         };
         Ok(self.has_blob(&output.layer.digest).then_some(output))
+    }
+
+    /// Whether a blob is present and hashes to its digest. The answer is remembered with the
+    /// blob's size, mtime and inode (under `verified/`), so an untouched blob is hashed once,
+    /// not on every plan; any change to the file makes it hashed again.
+    pub fn blob_intact(&self, digest: &Digest) -> Result<bool, CoreError> {
+        use std::os::unix::fs::MetadataExt;
+        let path = self.blob_path(digest);
+        let metadata = match fs::metadata(&path) {
+            Ok(metadata) => metadata,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(error) => return Err(CoreError::io(&path)(error)),
+        };
+        let stamp = format!(
+            "{} {} {} {}",
+            metadata.len(),
+            metadata.mtime(),
+            metadata.mtime_nsec(),
+            metadata.ino()
+        );
+        let memo = self.root.join("verified").join(digest.hex());
+        if fs::read_to_string(&memo).ok().as_deref() == Some(stamp.as_str()) {
+            return Ok(true);
+        }
+        let mut reader = self.open_blob(digest)?;
+        match io::copy(&mut reader, &mut io::sink()) {
+            Ok(_) => {
+                write_atomically(&self.tmp_dir(), &memo, stamp.as_bytes())?;
+                Ok(true)
+            }
+            Err(error) if error.kind() == io::ErrorKind::InvalidData => Ok(false),
+            Err(error) => Err(CoreError::io(&path)(error)),
+        }
+    }
+
+    /// Removes a blob (a corrupt one, so that it can be written again).
+    pub fn remove_blob(&self, digest: &Digest) -> Result<(), CoreError> {
+        let path = self.blob_path(digest);
+        match fs::remove_file(&path) {
+            Err(error) if error.kind() != io::ErrorKind::NotFound => {
+                Err(CoreError::io(&path)(error))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Marks a result as used now, for least-recently-used collection (its file's mtime).
@@ -464,6 +515,20 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(error.contains(digest.hex()), "{error}");
+        Ok(())
+    }
+
+    #[test]
+    fn blob_intact_notices_corruption_even_after_a_good_check() -> Result<(), CoreError> {
+        let dir = tempfile::tempdir().map_err(CoreError::io("tempdir"))?;
+        let store = Store::open(dir.path())?;
+        let digest = store.put_blob(b"layer bytes")?;
+        assert!(store.blob_intact(&digest)?);
+        assert!(store.blob_intact(&digest)?, "remembered");
+        fs::write(store.blob_path(&digest), b"layer bytez").map_err(CoreError::io("blob"))?;
+        assert!(!store.blob_intact(&digest)?);
+        store.remove_blob(&digest)?;
+        assert!(!store.blob_intact(&digest)?);
         Ok(())
     }
 

@@ -371,7 +371,16 @@ impl Build<'_> {
             None => self.key_for(step, layers, downloads.as_ref())?,
         };
         if step.status == StepStatus::Pending && !step.no_cache {
-            if let Some(output) = self.store.result(&key)? {
+            let stored = self.store.result(&key)?;
+            // A corrupt layer is not cut off to: the step runs again and rewrites it.
+            let intact = match &stored {
+                Some(output) if !self.store.blob_intact(&output.layer.digest)? => {
+                    self.store.remove_blob(&output.layer.digest)?;
+                    None
+                }
+                _ => stored,
+            };
+            if let Some(output) = intact {
                 self.note_output_time(output.created);
                 return Ok(self.finished(
                     step,

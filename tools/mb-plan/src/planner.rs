@@ -274,27 +274,44 @@ fn key_step(
         lookup.document.context.as_ref(),
     );
     let previous: Option<LocationRecord> = store.location_record(&location_id);
-    match store.result(&key)? {
-        Some(output) if !step.no_cache => {
+    let mut found = store.result(&key)?.filter(|_| !step.no_cache);
+    let mut corrupt = None;
+    if let Some(output) = &found {
+        // A corrupt layer is never used: its result and blob go, and the step runs again.
+        if !store.blob_intact(&output.layer.digest)? {
+            tracing::warn!(
+                "{}: the stored layer {} is corrupt; running the step again",
+                step.location,
+                output.layer.digest
+            );
+            store.remove_result(&key)?;
+            store.remove_blob(&output.layer.digest)?;
+            corrupt = Some(format!(
+                "its stored layer {} was corrupt",
+                output.layer.digest
+            ));
+            found = None;
+        }
+    }
+    match found {
+        Some(output) => {
             step.status = StepStatus::Hit;
             step.layer = Some(output.layer);
             store.touch_result(&key)?;
         }
-        _ if step.no_cache => {
+        None if step.no_cache => {
             step.status = StepStatus::Miss;
             step.reason = Some("--no-cache".to_string());
         }
-        _ => {
+        None => {
             let previous_was_built = match &previous {
                 Some(previous) => store.result(&previous.key)?.is_some(),
                 None => false,
             };
             step.status = StepStatus::Miss;
-            step.reason = Some(explain::why_missed(
-                previous.as_ref(),
-                &record,
-                previous_was_built,
-            ));
+            step.reason = Some(corrupt.unwrap_or_else(|| {
+                explain::why_missed(previous.as_ref(), &record, previous_was_built)
+            }));
         }
     }
     record.save(store, &location_id)?;
