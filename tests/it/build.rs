@@ -77,9 +77,7 @@ fn no_cache_reruns_every_step_and_the_next_build_uses_its_results() {
     }
     let sandbox = app_sandbox();
     sandbox.build(&[]);
-    let graph = sandbox.stage("mb-parse", &["-f", "Dockerfile"], "");
-    let context = sandbox.stage("mb-hash", &["--context", "."], &graph.to_string());
-    let plan = sandbox.stage("mb-plan", &["--no-cache"], &context.to_string());
+    let (_, plan) = sandbox.plan(&[], &["--no-cache"]);
     assert_eq!(plan["plan"]["n_hit"], 0);
     let result = sandbox.stage("mb-exec", &[], &plan.to_string());
     assert_eq!(result["result"]["n_ran"], 5, "no step is cut off either");
@@ -212,20 +210,10 @@ fn independent_stages_run_at_the_same_time() {
     let build = sandbox.build(&["--build-arg", "TOKEN=together", "--build-arg", "WAIT=30"]);
     assert_eq!(build.result["result"]["n_ran"], 4);
 
-    let graph = sandbox.stage(
-        "mb-parse",
-        &[
-            "-f",
-            "Dockerfile",
-            "--build-arg",
-            "TOKEN=alone",
-            "--build-arg",
-            "WAIT=2",
-        ],
-        "",
+    let (_, plan) = sandbox.plan(
+        &["--build-arg", "TOKEN=alone", "--build-arg", "WAIT=2"],
+        &[],
     );
-    let context = sandbox.stage("mb-hash", &["--context", "."], &graph.to_string());
-    let plan = sandbox.stage("mb-plan", &[], &context.to_string());
     let serial = sandbox.run("mb-exec", &["--jobs", "1"], &plan.to_string());
     assert_eq!(
         serial.status.code(),
@@ -318,9 +306,7 @@ fn progress_redraws_only_on_a_terminal() {
     let sandbox = Sandbox::new();
     sandbox.import_busybox();
     sandbox.write("Dockerfile", "FROM busybox\nRUN sleep 1 && echo slept\n");
-    let graph = sandbox.stage("mb-parse", &["-f", "Dockerfile"], "");
-    let context = sandbox.stage("mb-hash", &["--context", "."], &graph.to_string());
-    let plan = sandbox.stage("mb-plan", &[], &context.to_string());
+    let (_, plan) = sandbox.plan(&[], &[]);
     let plan_file = sandbox.path().join("plan.json");
     std::fs::write(&plan_file, plan.to_string()).unwrap_or_else(|error| panic!("{error}"));
 

@@ -14,9 +14,7 @@ fn failing_run_exits_1_shows_its_output_and_leaves_the_store_usable() {
         "Dockerfile",
         "FROM busybox\nRUN echo preparing\nRUN echo something broke >&2; exit 3\n",
     );
-    let graph = sandbox.stage("mb-parse", &["-f", "Dockerfile"], "");
-    let context = sandbox.stage("mb-hash", &["--context", "."], &graph.to_string());
-    let plan = sandbox.stage("mb-plan", &[], &context.to_string());
+    let (_, plan) = sandbox.plan(&[], &[]);
     let output = sandbox.run("mb-exec", &[], &plan.to_string());
     assert_eq!(output.status.code(), Some(1));
     assert!(output.stdout.is_empty(), "no document after a failed build");

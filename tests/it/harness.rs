@@ -207,13 +207,20 @@ impl Sandbox {
             .success();
     }
 
-    /// Runs the whole pipe on `Dockerfile` in the context, with extra mb-parse arguments.
-    pub fn build(&self, parse_args: &[&str]) -> Build {
+    /// mb-parse (with extra arguments), mb-hash and mb-plan (with `plan_args`) on `Dockerfile`
+    /// in the context: the graph and plan documents.
+    pub fn plan(&self, parse_args: &[&str], plan_args: &[&str]) -> (Value, Value) {
         let mut args = vec!["-f", "Dockerfile"];
         args.extend_from_slice(parse_args);
         let graph = self.stage("mb-parse", &args, "");
         let context = self.stage("mb-hash", &["--context", "."], &graph.to_string());
-        let plan = self.stage("mb-plan", &[], &context.to_string());
+        let plan = self.stage("mb-plan", plan_args, &context.to_string());
+        (graph, plan)
+    }
+
+    /// Runs the whole pipe on `Dockerfile` in the context, with extra mb-parse arguments.
+    pub fn build(&self, parse_args: &[&str]) -> Build {
+        let (graph, plan) = self.plan(parse_args, &[]);
         let result = self.stage("mb-exec", &[], &plan.to_string());
         Build {
             graph,
