@@ -107,10 +107,7 @@ fn multi_stage_build_copies_from_an_earlier_stage_and_prunes_unused_ones() {
     if !can_run_containers("multi_stage_build_copies_from_an_earlier_stage") {
         return;
     }
-    let sandbox = Sandbox::new();
-    sandbox.import_busybox();
-    sandbox.write(
-        "Dockerfile",
+    let sandbox = Sandbox::on_busybox(
         "\
 FROM busybox AS build
 RUN mkdir -p /out && echo compiled > /out/app.bin
@@ -204,9 +201,7 @@ fn independent_stages_run_at_the_same_time() {
     if !can_run_containers("independent_stages_run_at_the_same_time") {
         return;
     }
-    let sandbox = Sandbox::new();
-    sandbox.import_busybox();
-    sandbox.write("Dockerfile", RENDEZVOUS);
+    let sandbox = Sandbox::on_busybox(RENDEZVOUS);
     let build = sandbox.build(&["--build-arg", "TOKEN=together", "--build-arg", "WAIT=30"]);
     assert_eq!(build.result["result"]["n_ran"], 4);
 
@@ -227,12 +222,7 @@ fn copy_heredoc_writes_its_expanded_body() {
     if !can_run_containers("copy_heredoc_writes_its_expanded_body") {
         return;
     }
-    let sandbox = Sandbox::new();
-    sandbox.import_busybox();
-    sandbox.write(
-        "Dockerfile",
-        "FROM busybox\nARG NAME=heredoc\nCOPY <<EOF /greeting\nhello $NAME\nEOF\nRUN grep -qx 'hello heredoc' /greeting\n",
-    );
+    let sandbox = Sandbox::on_busybox("FROM busybox\nARG NAME=heredoc\nCOPY <<EOF /greeting\nhello $NAME\nEOF\nRUN grep -qx 'hello heredoc' /greeting\n");
     let build = sandbox.build(&[]);
     assert_eq!(build.outcomes(), ["ran", "ran"]);
 }
@@ -279,12 +269,7 @@ fn copy_from_an_image_in_the_store_pins_it() {
     if !can_run_containers("copy_from_an_image_in_the_store_pins_it") {
         return;
     }
-    let sandbox = Sandbox::new();
-    sandbox.import_busybox();
-    sandbox.write(
-        "Dockerfile",
-        "FROM scratch\nCOPY --from=busybox /bin/busybox /bin/sh\nCMD [\"/bin/sh\", \"-c\", \"echo from an image\"]\n",
-    );
+    let sandbox = Sandbox::on_busybox("FROM scratch\nCOPY --from=busybox /bin/busybox /bin/sh\nCMD [\"/bin/sh\", \"-c\", \"echo from an image\"]\n");
     let build = sandbox.build(&[]);
     let input = &build.plan["plan"]["steps"][0]["action"]["input"];
     assert_eq!(input["type"], "image");
@@ -303,9 +288,7 @@ fn progress_redraws_only_on_a_terminal() {
     if which("script").is_none() {
         panic!("script (util-linux) is needed to give mb-exec a terminal");
     }
-    let sandbox = Sandbox::new();
-    sandbox.import_busybox();
-    sandbox.write("Dockerfile", "FROM busybox\nRUN sleep 1 && echo slept\n");
+    let sandbox = Sandbox::on_busybox("FROM busybox\nRUN sleep 1 && echo slept\n");
     let (_, plan) = sandbox.plan(&[], &[]);
     let plan_file = sandbox.path().join("plan.json");
     std::fs::write(&plan_file, plan.to_string()).unwrap_or_else(|error| panic!("{error}"));
@@ -346,12 +329,7 @@ fn proxy_build_args_reach_run_but_not_keys() {
     if !can_run_containers("proxy_build_args_reach_run_but_not_keys") {
         return;
     }
-    let sandbox = Sandbox::new();
-    sandbox.import_busybox();
-    sandbox.write(
-        "Dockerfile",
-        "FROM busybox\nRUN echo \"$HTTP_PROXY\" | grep -q :3128\n",
-    );
+    let sandbox = Sandbox::on_busybox("FROM busybox\nRUN echo \"$HTTP_PROXY\" | grep -q :3128\n");
     let first = sandbox.build(&["--build-arg", "HTTP_PROXY=http://proxy-a:3128"]);
     assert_eq!(first.outcomes(), ["ran"], "the RUN saw the proxy variable");
     let second = sandbox.build(&["--build-arg", "HTTP_PROXY=http://proxy-b:3128"]);

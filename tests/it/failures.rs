@@ -8,10 +8,7 @@ fn failing_run_exits_1_shows_its_output_and_leaves_the_store_usable() {
     if !can_run_containers("failing_run_exits_1_shows_its_output_and_leaves_the_store_usable") {
         return;
     }
-    let sandbox = Sandbox::new();
-    sandbox.import_busybox();
-    sandbox.write(
-        "Dockerfile",
+    let sandbox = Sandbox::on_busybox(
         "FROM busybox\nRUN echo preparing\nRUN echo something broke >&2; exit 3\n",
     );
     let (_, plan) = sandbox.plan(&[], &[]);

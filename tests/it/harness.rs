@@ -118,6 +118,14 @@ impl Sandbox {
         }
     }
 
+    /// A sandbox with the busybox base imported and `dockerfile` as the context's Dockerfile.
+    pub fn on_busybox(dockerfile: &str) -> Sandbox {
+        let sandbox = Sandbox::new();
+        sandbox.import_busybox();
+        sandbox.write("Dockerfile", dockerfile);
+        sandbox
+    }
+
     /// Runs every tool with SOURCE_DATE_EPOCH set, for reproducible digests.
     pub fn with_source_date_epoch(mut self, epoch: &str) -> Sandbox {
         self.source_date_epoch = Some(epoch.to_string());

@@ -13,12 +13,7 @@ fn skopeo_and_umoci_accept_the_exported_layout() {
             "{tool} is needed: apt-get install {tool}"
         );
     }
-    let sandbox = Sandbox::new();
-    sandbox.import_busybox();
-    sandbox.write(
-        "Dockerfile",
-        "FROM busybox\nENV GREETING=hi\nRUN echo $GREETING > /greeting\nEXPOSE 80\nCMD [\"cat\", \"/greeting\"]\n",
-    );
+    let sandbox = Sandbox::on_busybox("FROM busybox\nENV GREETING=hi\nRUN echo $GREETING > /greeting\nEXPOSE 80\nCMD [\"cat\", \"/greeting\"]\n");
     let build = sandbox.build(&[]);
     let layout = sandbox.export(&build.result, "app:latest");
     let reference = format!("oci:{}:app:latest", layout.display());
@@ -84,9 +79,7 @@ fn export_recompresses_layers_on_request() {
     if !can_run_containers("export_recompresses_layers_on_request") {
         return;
     }
-    let sandbox = Sandbox::new();
-    sandbox.import_busybox();
-    sandbox.write("Dockerfile", "FROM busybox\nRUN echo packed > /packed\n");
+    let sandbox = Sandbox::on_busybox("FROM busybox\nRUN echo packed > /packed\n");
     let build = sandbox.build(&[]);
     for (compression, media_type) in [
         ("zstd", "application/vnd.oci.image.layer.v1.tar+zstd"),

@@ -74,10 +74,7 @@ fn a_build_killed_mid_step_leaves_a_store_that_verifies_and_builds() {
     if !can_run_containers("a_build_killed_mid_step_leaves_a_store_that_verifies_and_builds") {
         return;
     }
-    let sandbox = Sandbox::new();
-    sandbox.import_busybox();
-    sandbox.write(
-        "Dockerfile",
+    let sandbox = Sandbox::on_busybox(
         "FROM busybox\nRUN echo before > /before\nRUN touch /started && sleep 30\n",
     );
     let (_, plan) = sandbox.plan(&[], &[]);
@@ -138,9 +135,7 @@ fn gc_keeps_named_images_and_what_recent_builds_need() {
     if !can_run_containers("gc_keeps_named_images_and_what_recent_builds_need") {
         return;
     }
-    let sandbox = Sandbox::new();
-    sandbox.import_busybox();
-    sandbox.write("Dockerfile", "FROM busybox\nRUN echo one > /one\n");
+    let sandbox = Sandbox::on_busybox("FROM busybox\nRUN echo one > /one\n");
     sandbox.build(&[]);
     let everything = sandbox.stage("mb-cache", &["gc", "--keep-bytes", "0"], "");
     assert_eq!(everything["results_removed"], 1);
@@ -162,12 +157,7 @@ fn a_corrupt_cached_layer_is_a_miss_and_is_rebuilt() {
     if !can_run_containers("a_corrupt_cached_layer_is_a_miss_and_is_rebuilt") {
         return;
     }
-    let sandbox = Sandbox::new();
-    sandbox.import_busybox();
-    sandbox.write(
-        "Dockerfile",
-        "FROM busybox\nRUN echo one > /one\nRUN echo two > /two\n",
-    );
+    let sandbox = Sandbox::on_busybox("FROM busybox\nRUN echo one > /one\nRUN echo two > /two\n");
     let first = sandbox.build(&[]);
     let layer = first.result["result"]["steps"][0]["layer"]["digest"]
         .as_str()
