@@ -284,18 +284,17 @@ fn host_manifest<'a>(
     })
 }
 
-/// The image creation time: `SOURCE_DATE_EPOCH` when set, so that imports are reproducible.
-fn creation_time() -> Result<String, OciError> {
-    let seconds = match std::env::var("SOURCE_DATE_EPOCH") {
+/// `SOURCE_DATE_EPOCH` when set: the image's creation time and the latest file time in its
+/// layer, so that importing the same tree twice gives the same digests.
+fn source_date_epoch() -> Result<Option<i64>, OciError> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
         Ok(text) if !text.trim().is_empty() => text
             .trim()
             .parse::<i64>()
-            .map_err(|_| OciError::BadSourceDateEpoch(text.clone()))?,
-        _ => SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |elapsed| elapsed.as_secs() as i64),
-    };
-    Ok(image::rfc3339(seconds))
+            .map(Some)
+            .map_err(|_| OciError::BadSourceDateEpoch(text.clone())),
+        _ => Ok(None),
+    }
 }
 
 /// Writes a directory as the single layer of a new image for the host's platform.
@@ -311,9 +310,18 @@ fn import_rootfs(store: &Store, dir: &Path) -> Result<StoredImage, OciError> {
             .to_string(),
         None => "/".to_string(),
     };
-    let created = creation_time()?;
+    let epoch = source_date_epoch()?;
+    let created = image::rfc3339(epoch.unwrap_or_else(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_secs() as i64)
+    }));
     let mut writer = LayerWriter::new(store, Compression::Gzip)?;
-    layer::write_tree(&mut writer, &absolute, TreeOptions::default())?;
+    let options = TreeOptions {
+        clamp_mtime: epoch.map(|seconds| seconds.max(0) as u64),
+        ..TreeOptions::default()
+    };
+    layer::write_tree(&mut writer, &absolute, options)?;
     let layer = writer.finish()?;
     let mut config = ImageConfig::default();
     config.set_env("PATH", image::DEFAULT_PATH);

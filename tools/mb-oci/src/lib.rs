@@ -84,7 +84,8 @@ pub enum Format {
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
     /// Import an OCI image layout, an oci-archive or docker-archive tar file, or a root
-    /// filesystem directory into the store under a name.
+    /// filesystem directory into the store under a name. A directory becomes one layer; with
+    /// SOURCE_DATE_EPOCH set, that is the image's creation time and no file time is later.
     Import {
         /// A layout directory, an archive file, or a root filesystem directory.
         path: PathBuf,

@@ -54,6 +54,20 @@ fn export(
     Ok(serde_json::from_slice(&output)?)
 }
 
+/// Asserts that another store pulls `reference` back as the image `imported` describes.
+fn pulls_back_the_same_manifest(
+    sandbox: &Sandbox,
+    reference: &str,
+    imported: &serde_json::Value,
+) -> Result<(), Box<dyn Error>> {
+    let pulled = pull(sandbox, "other-store", reference)?;
+    assert_eq!(
+        text_at(&pulled, "/manifest")?,
+        text_at(imported, "/manifest")?
+    );
+    Ok(())
+}
+
 /// Runs `mb-oci pull` into a store of the sandbox, expecting success.
 fn pull(
     sandbox: &Sandbox,
@@ -157,15 +171,11 @@ fn a_second_repository_mounts_the_blobs_instead_of_uploading_them() -> TestResul
     assert!(log.contains("mount=sha256"), "{log}");
     assert!(!log.contains("PUT /v2/second/app/blobs/uploads"), "{log}");
     assert!(!log.contains("PATCH /v2/second/app/blobs/uploads"), "{log}");
-    let pulled = pull(
+    pulls_back_the_same_manifest(
         &sandbox,
-        "other-store",
         &format!("{}/second/app:v1", registry.address),
+        &imported,
     )?;
-    assert_eq!(
-        text_at(&pulled, "/manifest")?,
-        text_at(&imported, "/manifest")?
-    );
     Ok(())
 }
 
@@ -183,15 +193,7 @@ fn a_connection_cut_mid_upload_is_retried_and_the_image_is_intact() -> TestResul
         &["--push", &through_proxy, "--chunk-size", "524288"],
     )?;
     assert!(proxy.cut.load(std::sync::atomic::Ordering::SeqCst));
-    let pulled = pull(
-        &sandbox,
-        "other-store",
-        &format!("{}/app:v1", registry.address),
-    )?;
-    assert_eq!(
-        text_at(&pulled, "/manifest")?,
-        text_at(&imported, "/manifest")?
-    );
+    pulls_back_the_same_manifest(&sandbox, &format!("{}/app:v1", registry.address), &imported)?;
     Ok(())
 }
 
@@ -297,11 +299,7 @@ fn basic_auth_takes_good_credentials_and_refuses_wrong_ones() -> TestResult {
     let config = fs::read_to_string(sandbox.path("docker-config/config.json"))?;
     assert!(config.contains(&registry.address), "{config}");
     export(&sandbox, &imported, &["--push", &reference])?;
-    let pulled = pull(&sandbox, "other-store", &reference)?;
-    assert_eq!(
-        text_at(&pulled, "/manifest")?,
-        text_at(&imported, "/manifest")?
-    );
+    pulls_back_the_same_manifest(&sandbox, &reference, &imported)?;
 
     // Wrong credentials in the config file: the push fails naming the registry.
     let wrong =
@@ -431,7 +429,15 @@ fn docker_format_pushes_docker_media_types_that_pull_back() -> TestResult {
 #[test]
 fn the_same_rootfs_from_two_stores_pushes_the_same_digest() -> TestResult {
     let (first, first_image) = sandbox_with_image(0)?;
-    let (second, second_image) = sandbox_with_image(0)?;
+    // The second tree is written later: its file times, after SOURCE_DATE_EPOCH, are clamped.
+    let second = Sandbox::new()?;
+    let rootfs = second.make_rootfs("rootfs")?;
+    let touched = Command::new("touch")
+        .args(["-h", "-d", "@1800000000"])
+        .args(["bin", "etc", "etc/hello", "bin/sh", "."].map(|path| rootfs.join(path)))
+        .status()?;
+    assert!(touched.success());
+    let second_image = second.import_into("store", &rootfs, "app", None)?;
     let Some(registry) = start_registry(&first, "registry")? else {
         return Ok(());
     };
