@@ -31,7 +31,7 @@ use crate::dockerignore::IgnoreRules;
 pub use crate::error::HashError;
 use crate::fingerprint::Hashed;
 use crate::scan::{ContextTree, Node};
-use crate::select::CopyFromContext;
+use crate::select::{CopyFromContext, SelectedEntry};
 use crate::statcache::StatCache;
 
 /// The command line of `mb-hash`.
@@ -59,7 +59,7 @@ pub struct Cli {
 
 /// What `mb-hash DIR` prints.
 #[derive(Debug, Serialize)]
-pub struct TreeDocument {
+pub struct TreeDocument<'t> {
     /// Always `tree`.
     pub kind: &'static str,
     /// The version of this output's format.
@@ -75,7 +75,7 @@ pub struct TreeDocument {
     /// Files whose hash came from the stat cache.
     pub n_cached: u64,
     /// Every entry, named by its path below DIR.
-    pub entries: Vec<Entry>,
+    pub entries: Vec<SelectedEntry<'t>>,
 }
 
 /// Runs `mb-hash` as the command line asks.
@@ -127,19 +127,26 @@ fn scan(root: &Path, rules: &IgnoreRules) -> Result<Scanned, HashError> {
 }
 
 /// Hashes the files `wanted` of the scanned context, taking what it can from the store's stat
-/// cache and leaving the cache up to date. The cache only saves work: a store that cannot be
-/// opened or a cache that cannot be read or written is a warning, and every file is read.
-fn hash_with_stat_cache<'t>(
+/// cache, and hands the digests to `use_digests` while the cache is brought up to date beside
+/// it: rewriting the cache of a large context after one file changed costs about as much as
+/// writing the output, so the two run at once. The cache only saves work: a store that cannot
+/// be opened or a cache that cannot be read or written is a warning, and every file is read.
+fn hash_with_stat_cache<'t, T: Send>(
     common: &CommonArgs,
     scanned: &'t Scanned,
     wanted: Vec<(&'t str, &'t Node)>,
-) -> Result<Hashed<'t>, HashError> {
+    use_digests: impl FnOnce(&Hashed<'t>) -> Result<T, HashError> + Send,
+) -> Result<T, HashError> {
     let tree = &scanned.tree;
     let store = match common.open_store() {
         Ok(store) => store,
         Err(error) => {
             tracing::warn!("hashing without the stat cache: {error}");
-            return fingerprint::hash_files(tree, wanted, &StatCache::default());
+            return use_digests(&fingerprint::hash_files(
+                tree,
+                wanted,
+                &StatCache::default(),
+            )?);
         }
     };
     let clock = Instant::now();
@@ -165,27 +172,34 @@ fn hash_with_stat_cache<'t>(
         hashed.n_cached,
         clock.elapsed()
     );
-    let clock = Instant::now();
-    if let Some(updated) = fingerprint::updated_cache(tree, &hashed, &cache, scanned.started_ns) {
-        if let Err(error) = statcache::write(&store, &cache_path, &updated) {
-            tracing::warn!("cannot update the stat cache: {error}");
+    let update_cache = || {
+        let clock = Instant::now();
+        if let Some(updated) = fingerprint::updated_cache(tree, &hashed, &cache, scanned.started_ns)
+        {
+            if let Err(error) = statcache::write(&store, &cache_path, &updated) {
+                tracing::warn!("cannot update the stat cache: {error}");
+            }
+            tracing::debug!("wrote the stat cache in {:?}", clock.elapsed());
         }
-        tracing::debug!("wrote the stat cache in {:?}", clock.elapsed());
-    }
-    Ok(hashed)
+    };
+    let ((), used) = rayon::join(update_cache, || use_digests(&hashed));
+    used
 }
 
 /// What one COPY/ADD or bind mount takes from the context, before its files are hashed.
-struct Selected {
+struct Selected<'t> {
     stage: usize,
     instruction: usize,
     mount: Option<usize>,
-    entries: Vec<Entry>,
+    entries: Vec<SelectedEntry<'t>>,
 }
 
 /// The selections of every COPY/ADD from the context and every `RUN --mount=type=bind` whose
 /// source is the context, in graph order.
-fn select_all(document: &Document, tree: &ContextTree) -> Result<Vec<Selected>, HashError> {
+fn select_all<'t>(
+    document: &Document,
+    tree: &'t ContextTree,
+) -> Result<Vec<Selected<'t>>, HashError> {
     let mut selected = Vec::new();
     for stage in &document.graph.stages {
         for (instruction_idx, instruction) in stage.instructions.iter().enumerate() {
@@ -262,43 +276,44 @@ fn fingerprint_build(
         .iter()
         .flat_map(|selected| &selected.entries)
         .filter(|entry| entry.kind == EntryKind::File)
-        .filter_map(|entry| tree.entry(&entry.source))
+        .map(|entry| (entry.source, entry.node))
         .collect();
-    let hashed = hash_with_stat_cache(common, &scanned, wanted)?;
-    let selections: Vec<Selection> = selected
-        .into_iter()
-        .map(|mut selected| {
-            fingerprint::apply_digests(&mut selected.entries, &hashed.digests);
-            let (n_files, n_bytes) = count_files(&selected.entries);
-            Selection {
-                stage: selected.stage,
-                instruction: selected.instruction,
-                mount: selected.mount,
-                digest: fingerprint::entries_digest(&selected.entries),
-                n_files,
-                n_bytes,
-                entries: selected.entries,
-            }
-        })
-        .collect();
-    tracing::info!(
-        "{} selections, {} files read, {} from the stat cache, context of {} files",
-        selections.len(),
-        hashed.n_read,
-        hashed.n_cached,
-        tree.n_files()
-    );
-    document.kind = Kind::Context;
-    document.context = Some(ContextSection {
-        root: root.to_string_lossy().into_owned(),
-        ignore_file: ignore_file.map(|path| path.to_string_lossy().into_owned()),
-        n_files: tree.n_files(),
-        n_bytes: tree.n_bytes(),
-        n_read: hashed.n_read,
-        n_cached: hashed.n_cached,
-        selections,
-    });
-    write_json_stdout(&document)
+    hash_with_stat_cache(common, &scanned, wanted, |hashed| {
+        let selections: Vec<Selection> = selected
+            .into_iter()
+            .map(|mut selected| {
+                fingerprint::apply_digests(&mut selected.entries, &hashed.digests);
+                let (n_files, n_bytes) = count_files(&selected.entries);
+                Selection {
+                    stage: selected.stage,
+                    instruction: selected.instruction,
+                    mount: selected.mount,
+                    digest: fingerprint::entries_digest(&selected.entries),
+                    n_files,
+                    n_bytes,
+                    entries: selected.entries.into_iter().map(Entry::from).collect(),
+                }
+            })
+            .collect();
+        tracing::info!(
+            "{} selections, {} files read, {} from the stat cache, context of {} files",
+            selections.len(),
+            hashed.n_read,
+            hashed.n_cached,
+            tree.n_files()
+        );
+        document.kind = Kind::Context;
+        document.context = Some(ContextSection {
+            root: root.to_string_lossy().into_owned(),
+            ignore_file: ignore_file.map(|path| path.to_string_lossy().into_owned()),
+            n_files: tree.n_files(),
+            n_bytes: tree.n_bytes(),
+            n_read: hashed.n_read,
+            n_cached: hashed.n_cached,
+            selections,
+        });
+        write_json_stdout(&document)
+    })
 }
 
 /// Writes a document to standard output as compact JSON, tolerating a closed pipe. Compact and
@@ -318,7 +333,7 @@ fn write_json_stdout<T: Serialize>(value: &T) -> Result<(), HashError> {
     }
 }
 
-fn count_files(entries: &[Entry]) -> (u64, u64) {
+fn count_files(entries: &[SelectedEntry<'_>]) -> (u64, u64) {
     entries
         .iter()
         .filter(|entry| entry.kind == EntryKind::File)
@@ -355,23 +370,25 @@ fn print_tree(
         },
     )?;
     tracing::debug!("selected in {:?}", clock.elapsed());
-    let hashed = hash_with_stat_cache(common, &scanned, scanned.tree.file_paths().collect())?;
-    let clock = Instant::now();
-    fingerprint::apply_digests(&mut entries, &hashed.digests);
-    let (n_files, n_bytes) = count_files(&entries);
-    let digest = fingerprint::entries_digest(&entries);
-    tracing::debug!("selection digest in {:?}", clock.elapsed());
-    let clock = Instant::now();
-    write_json_stdout(&TreeDocument {
-        kind: "tree",
-        schema_version: SCHEMA_VERSION,
-        digest,
-        n_files,
-        n_bytes,
-        n_read: hashed.n_read,
-        n_cached: hashed.n_cached,
-        entries,
-    })?;
-    tracing::debug!("wrote the manifest in {:?}", clock.elapsed());
-    Ok(())
+    let files = scanned.tree.file_paths().collect();
+    hash_with_stat_cache(common, &scanned, files, |hashed| {
+        let clock = Instant::now();
+        fingerprint::apply_digests(&mut entries, &hashed.digests);
+        let (n_files, n_bytes) = count_files(&entries);
+        let digest = fingerprint::entries_digest(&entries);
+        tracing::debug!("selection digest in {:?}", clock.elapsed());
+        let clock = Instant::now();
+        write_json_stdout(&TreeDocument {
+            kind: "tree",
+            schema_version: SCHEMA_VERSION,
+            digest,
+            n_files,
+            n_bytes,
+            n_read: hashed.n_read,
+            n_cached: hashed.n_cached,
+            entries,
+        })?;
+        tracing::debug!("wrote the manifest in {:?}", clock.elapsed());
+        Ok(())
+    })
 }

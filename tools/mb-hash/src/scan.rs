@@ -6,12 +6,14 @@
 //! them; a directory that is excluded but has re-included descendants stays in the tree (as
 //! the context Docker sends would have it), so that those descendants have a parent.
 
-use std::collections::BTreeMap;
-use std::fs;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::cell::Cell;
+use std::ffi::{CStr, OsStr};
+use std::mem::MaybeUninit;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, RawDir};
 
 use mb_core::context::EntryKind;
 
@@ -36,19 +38,78 @@ pub struct Node {
 
 /// The context after exclusions, keyed by `/`-separated path relative to the root (the root
 /// itself has no entry).
+///
+/// Entries are kept sorted by path in two flat vectors, with every path in one string, rather
+/// than in a map of owned strings: a warm run walks 100,000 entries and does little else, so
+/// one allocation per entry and a tree of nodes to build cost as much as the walk's syscalls.
 #[derive(Debug, Clone)]
 pub struct ContextTree {
     root: PathBuf,
-    nodes: BTreeMap<String, Node>,
+    /// Every entry's path, concatenated in order.
+    paths: String,
+    /// Where each entry's path ends in `paths` (it starts where the previous one ends).
+    path_ends: Vec<usize>,
+    nodes: Vec<Node>,
 }
 
 impl ContextTree {
     /// Walks `root`, leaving out what `rules` exclude.
     pub fn scan(root: &Path, rules: &IgnoreRules) -> Result<ContextTree, HashError> {
-        Ok(ContextTree {
+        let listing = list(root, String::new(), rules)?;
+        let mut tree = ContextTree {
             root: root.to_path_buf(),
-            nodes: walk(root, "", rules)?.into_iter().collect(),
-        })
+            paths: String::with_capacity(listing.n_path_bytes),
+            path_ends: Vec::with_capacity(listing.n_entries),
+            nodes: Vec::with_capacity(listing.n_entries),
+        };
+        tree.append(listing, &mut String::new());
+        Ok(tree)
+    }
+
+    /// Appends the entries of `listing`, the directory at `prefix` (empty or ending in `/`),
+    /// in path order. A directory's own entry sorts before its contents, but its contents do
+    /// not always come right after it: `a.txt` sorts between `a` and `a/b`, as `.` comes
+    /// before `/`. So the contents of each subdirectory are placed as a block whose key is
+    /// the name and a slash, merged with the names of the directory's entries.
+    fn append(&mut self, mut listing: Listing, prefix: &mut String) {
+        let mut blocks: Vec<usize> = (0..listing.entries.len())
+            .filter(|entry_idx| listing.entries[*entry_idx].below.is_some())
+            .collect();
+        let names = &listing.names;
+        let name = |entry: &Listed| &names[entry.name.0..entry.name.1];
+        blocks.sort_unstable_by(|a, b| {
+            let (a, b) = (name(&listing.entries[*a]), name(&listing.entries[*b]));
+            a.bytes().chain([b'/']).cmp(b.bytes().chain([b'/']))
+        });
+        let mut order: Vec<(usize, bool)> =
+            Vec::with_capacity(listing.entries.len() + blocks.len());
+        let mut pending_blocks = blocks.into_iter().peekable();
+        for (entry_idx, entry) in listing.entries.iter().enumerate() {
+            while let Some(block_idx) = pending_blocks.next_if(|block_idx| {
+                let block_name = name(&listing.entries[*block_idx]);
+                block_name.bytes().chain([b'/']).lt(name(entry).bytes())
+            }) {
+                order.push((block_idx, true));
+            }
+            order.push((entry_idx, false));
+        }
+        order.extend(pending_blocks.map(|block_idx| (block_idx, true)));
+        let prefix_len = prefix.len();
+        for (entry_idx, is_block) in order {
+            let entry = &mut listing.entries[entry_idx];
+            prefix.push_str(&listing.names[entry.name.0..entry.name.1]);
+            if is_block {
+                if let Some(below) = entry.below.take() {
+                    prefix.push('/');
+                    self.append(*below, prefix);
+                }
+            } else {
+                self.paths.push_str(prefix);
+                self.path_ends.push(self.paths.len());
+                self.nodes.push(entry.node.clone());
+            }
+            prefix.truncate(prefix_len);
+        }
     }
 
     /// The context directory.
@@ -56,16 +117,41 @@ impl ContextTree {
         &self.root
     }
 
+    fn path(&self, entry_idx: usize) -> &str {
+        let start = entry_idx
+            .checked_sub(1)
+            .map_or(0, |previous| self.path_ends[previous]);
+        &self.paths[start..self.path_ends[entry_idx]]
+    }
+
+    /// The index of the first entry whose path is not less than `key`.
+    fn lower_bound(&self, key: &str) -> usize {
+        let (mut low, mut high) = (0, self.nodes.len());
+        while low < high {
+            let middle = low + (high - low) / 2;
+            if self.path(middle) < key {
+                low = middle + 1;
+            } else {
+                high = middle;
+            }
+        }
+        low
+    }
+
+    fn find(&self, path: &str) -> Option<usize> {
+        let entry_idx = self.lower_bound(path);
+        (entry_idx < self.nodes.len() && self.path(entry_idx) == path).then_some(entry_idx)
+    }
+
     /// The entry at a context-relative path; `""` is the root, which is always a directory.
     pub fn get(&self, path: &str) -> Option<&Node> {
-        self.nodes.get(path)
+        self.find(path).map(|entry_idx| &self.nodes[entry_idx])
     }
 
     /// The entry at a context-relative path with the tree's own copy of the path.
     pub fn entry(&self, path: &str) -> Option<(&str, &Node)> {
-        self.nodes
-            .get_key_value(path)
-            .map(|(path, node)| (path.as_str(), node))
+        self.find(path)
+            .map(|entry_idx| (self.path(entry_idx), &self.nodes[entry_idx]))
     }
 
     /// Whether `path` is a directory of the context (the root included).
@@ -76,22 +162,33 @@ impl ContextTree {
                 .is_some_and(|node| node.kind == EntryKind::Dir)
     }
 
-    /// Everything below directory `dir` (`""` for the root), with paths relative to `dir`.
-    pub fn descendants<'a>(
+    /// Everything below directory `dir` (`""` for the root): each entry's context-relative
+    /// path, the part of it below `dir`, and the entry.
+    pub fn below<'a>(
         &'a self,
         dir: &str,
-    ) -> Box<dyn Iterator<Item = (&'a str, &'a Node)> + 'a> {
-        if dir.is_empty() {
-            return Box::new(self.nodes.iter().map(|(path, node)| (path.as_str(), node)));
-        }
-        let prefix = format!("{dir}/");
-        let prefix_len = prefix.len();
-        Box::new(
-            self.nodes
-                .range(prefix.clone()..)
-                .take_while(move |(path, _)| path.starts_with(&prefix))
-                .map(move |(path, node)| (&path[prefix_len..], node)),
-        )
+    ) -> impl Iterator<Item = (&'a str, &'a str, &'a Node)> + 'a {
+        let (range, prefix_len) = if dir.is_empty() {
+            (0..self.nodes.len(), 0)
+        } else {
+            // Everything below `dir/` sorts from `dir/` up to `dir0`, `0` being the byte
+            // after `/`.
+            let prefix = format!("{dir}/");
+            let end = format!("{dir}0");
+            (
+                self.lower_bound(&prefix)..self.lower_bound(&end),
+                prefix.len(),
+            )
+        };
+        range.map(move |entry_idx| {
+            let path = self.path(entry_idx);
+            (path, &path[prefix_len..], &self.nodes[entry_idx])
+        })
+    }
+
+    /// Everything below directory `dir` (`""` for the root), with paths relative to `dir`.
+    pub fn descendants<'a>(&'a self, dir: &str) -> impl Iterator<Item = (&'a str, &'a Node)> + 'a {
+        self.below(dir).map(|(_, below, node)| (below, node))
     }
 
     /// The names of the entries directly in directory `dir`.
@@ -113,7 +210,7 @@ impl ContextTree {
 
     fn files(&self) -> impl Iterator<Item = &Node> {
         self.nodes
-            .values()
+            .iter()
             .filter(|node| node.kind == EntryKind::File)
     }
 
@@ -121,8 +218,9 @@ impl ContextTree {
     pub fn file_paths(&self) -> impl Iterator<Item = (&str, &Node)> {
         self.nodes
             .iter()
+            .enumerate()
             .filter(|(_, node)| node.kind == EntryKind::File)
-            .map(|(path, node)| (path.as_str(), node))
+            .map(|(entry_idx, node)| (self.path(entry_idx), node))
     }
 }
 
@@ -135,101 +233,194 @@ pub fn join(dir: &str, name: &str) -> String {
     }
 }
 
-/// Everything under `dir` (context-relative `relative`) that the rules leave in, each directory
-/// before its contents. Subdirectories are walked in parallel: on a warm tree the walk is one
-/// `stat` per entry and nothing else, so spreading the syscalls over the cores is the speed-up.
-fn walk(dir: &Path, relative: &str, rules: &IgnoreRules) -> Result<Vec<(String, Node)>, HashError> {
-    let mut found = Vec::new();
-    let mut subdirs = Vec::new();
-    for dir_entry in fs::read_dir(dir).map_err(HashError::io(dir))? {
-        let dir_entry = dir_entry.map_err(HashError::io(dir))?;
-        let name = dir_entry
-            .file_name()
-            .into_string()
-            .map_err(|_| HashError::NonUtf8Name(dir_entry.path()))?;
-        let entry_relative = join(relative, &name);
-        // Relative to the open directory (fstatat), which spares the kernel the path lookup.
-        let metadata = dir_entry
-            .metadata()
-            .map_err(HashError::io(dir_entry.path()))?;
-        let file_type = metadata.file_type();
+/// The entries of one directory that the rules leave in, sorted by name, each subdirectory
+/// with its own listing.
+struct Listing {
+    /// The names of the entries, concatenated.
+    names: String,
+    entries: Vec<Listed>,
+    /// Entries here and below, and the bytes of their context-relative paths, so that the
+    /// tree can be allocated once.
+    n_entries: usize,
+    n_path_bytes: usize,
+}
+
+/// One entry of a [`Listing`].
+struct Listed {
+    /// Where the name is in the listing's `names`.
+    name: (usize, usize),
+    node: Node,
+    /// For a directory, what it contains.
+    below: Option<Box<Listing>>,
+    /// Whether the ignore rules exclude it (a directory walked only for exceptions below).
+    excluded: bool,
+}
+
+/// Large enough for a few hundred entries per `getdents64` call.
+const DIR_BUFFER_LEN: usize = 32 << 10;
+
+/// Buffers for reading one directory, kept by each thread and reused, so that a listing is
+/// allocated once at its final size instead of growing entry by entry (which cost more than
+/// the walk's user-space work).
+#[derive(Default)]
+struct Scratch {
+    dir_buffer: Vec<MaybeUninit<u8>>,
+    entries: Vec<Listed>,
+}
+
+thread_local! {
+    static SCRATCH: Cell<Scratch> = const {
+        Cell::new(Scratch {
+            dir_buffer: Vec::new(),
+            entries: Vec::new(),
+        })
+    };
+}
+
+/// Lists directory `dir` (context-relative `relative`, empty for the root) and, in parallel,
+/// its subdirectories: on a warm tree the walk is one `stat` per entry and nothing else, so
+/// spreading the syscalls over the cores is the speed-up. Entries are `stat`ed relative to the
+/// open directory, which spares the kernel the path lookup, and their names are never
+/// allocated one by one.
+fn list(dir: &Path, relative: String, rules: &IgnoreRules) -> Result<Listing, HashError> {
+    let io_error = |path: &Path, errno: rustix::io::Errno| HashError::io(path)(errno.into());
+    let entry_path = |name: &CStr| dir.join(OsStr::from_bytes(name.to_bytes()));
+    let dir_fd = rustix::fs::open(
+        dir,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|errno| io_error(dir, errno))?;
+    // Taken rather than borrowed: a thread that walks a subdirectory while this one is being
+    // read (it does not) would just get fresh buffers.
+    let mut scratch = SCRATCH.take();
+    scratch
+        .dir_buffer
+        .resize(DIR_BUFFER_LEN, MaybeUninit::uninit());
+    scratch.entries.clear();
+    let mut reader = RawDir::new(&dir_fd, &mut scratch.dir_buffer);
+    let mut names = String::new();
+    // The context-relative path of the entry at hand, reused for every entry.
+    let mut entry_relative = relative.clone();
+    if !entry_relative.is_empty() {
+        entry_relative.push('/');
+    }
+    let relative_len = entry_relative.len();
+    while let Some(dir_entry) = reader.next() {
+        let dir_entry = dir_entry.map_err(|errno| io_error(dir, errno))?;
+        let c_name = dir_entry.file_name();
+        if matches!(c_name.to_bytes(), b"." | b"..") {
+            continue;
+        }
+        let name = c_name
+            .to_str()
+            .map_err(|_| HashError::NonUtf8Name(entry_path(c_name)))?;
+        entry_relative.truncate(relative_len);
+        entry_relative.push_str(name);
+        let stat = rustix::fs::statat(&dir_fd, c_name, AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|errno| io_error(&entry_path(c_name), errno))?;
+        let file_type = FileType::from_raw_mode(stat.st_mode);
         let excluded = rules.is_excluded(&entry_relative);
+        let stat = FileStat::of(&stat);
         let mut node = Node {
             kind: EntryKind::File,
-            mode: metadata.permissions().mode() & 0o7777,
+            mode: stat.mode & 0o7777,
             size: 0,
             target: None,
-            stat: FileStat::of(&metadata),
+            stat,
         };
-        if file_type.is_dir() {
-            if excluded && !rules.may_reinclude_below(&entry_relative) {
+        match file_type {
+            FileType::Directory => {
+                if excluded && !rules.may_reinclude_below(&entry_relative) {
+                    continue;
+                }
+                node.kind = EntryKind::Dir;
+            }
+            _ if excluded => continue,
+            FileType::RegularFile => node.size = stat.size,
+            FileType::Symlink => {
+                let target = rustix::fs::readlinkat(&dir_fd, c_name, Vec::new())
+                    .map_err(|errno| io_error(&entry_path(c_name), errno))?;
+                node.kind = EntryKind::Symlink;
+                node.target = Some(
+                    target
+                        .into_string()
+                        .map_err(|_| HashError::NonUtf8Name(entry_path(c_name)))?,
+                );
+            }
+            other => {
+                let what = match other {
+                    FileType::Fifo => "fifo",
+                    FileType::Socket => "socket",
+                    _ => "device",
+                };
+                tracing::warn!(
+                    "skipping {what} {} in the build context",
+                    entry_path(c_name).display()
+                );
                 continue;
             }
-            node.kind = EntryKind::Dir;
-            subdirs.push((dir_entry.path(), entry_relative, node, excluded));
-            continue;
         }
-        if excluded {
-            continue;
-        }
-        if file_type.is_file() {
-            node.size = metadata.len();
-        } else if file_type.is_symlink() {
-            let path = dir_entry.path();
-            let target = fs::read_link(&path).map_err(HashError::io(&path))?;
-            node.kind = EntryKind::Symlink;
-            node.target = Some(
-                target
-                    .into_os_string()
-                    .into_string()
-                    .map_err(|_| HashError::NonUtf8Name(path.clone()))?,
-            );
-        } else {
-            let what = if file_type.is_fifo() {
-                "fifo"
-            } else if file_type.is_socket() {
-                "socket"
-            } else {
-                "device"
-            };
-            tracing::warn!(
-                "skipping {what} {} in the build context",
-                dir_entry.path().display()
-            );
-            continue;
-        }
-        found.push((entry_relative, node));
+        let name_start = names.len();
+        names.push_str(name);
+        scratch.entries.push(Listed {
+            name: (name_start, names.len()),
+            node,
+            below: None,
+            excluded,
+        });
     }
-    let below: Vec<Result<Vec<(String, Node)>, HashError>> = subdirs
-        .into_par_iter()
-        .map(|(path, entry_relative, node, excluded)| {
-            let descendants = walk(&path, &entry_relative, rules)?;
-            // An excluded directory stays only as the parent of something re-included.
-            if excluded && descendants.is_empty() {
-                return Ok(Vec::new());
-            }
-            let mut subtree = Vec::with_capacity(descendants.len() + 1);
-            subtree.push((entry_relative, node));
-            subtree.extend(descendants);
-            Ok(subtree)
-        })
-        .collect();
-    // Files and subtrees in name order, so that the whole walk comes out nearly sorted (a
-    // directory's contents follow it, where a sibling like `a.c` of `a/` would sort between)
-    // and building the tree's map from it costs little more than a pass.
-    let mut chunks: Vec<Vec<(String, Node)>> = found.into_iter().map(|file| vec![file]).collect();
-    for subtree in below {
-        chunks.push(subtree?);
+    // Closed before the subdirectories are walked, so that open descriptors do not pile up
+    // with the depth of the tree.
+    drop(dir_fd);
+    let mut listing = Listing {
+        names,
+        entries: scratch.entries.drain(..).collect(),
+        n_entries: 0,
+        n_path_bytes: 0,
+    };
+    SCRATCH.set(scratch);
+    let names = &listing.names;
+    listing
+        .entries
+        .sort_unstable_by(|a, b| names[a.name.0..a.name.1].cmp(&names[b.name.0..b.name.1]));
+    listing
+        .entries
+        .par_iter_mut()
+        .filter(|entry| entry.node.kind == EntryKind::Dir)
+        .try_for_each(|entry| {
+            let name = &names[entry.name.0..entry.name.1];
+            entry.below = Some(Box::new(list(
+                &dir.join(name),
+                join(&relative, name),
+                rules,
+            )?));
+            Ok::<_, HashError>(())
+        })?;
+    // An excluded directory stays only as the parent of something re-included.
+    listing.entries.retain(|entry| {
+        !entry.excluded
+            || entry
+                .below
+                .as_ref()
+                .is_some_and(|below| below.n_entries > 0)
+    });
+    let relative_len = relative.len() + usize::from(!relative.is_empty());
+    for entry in &listing.entries {
+        listing.n_entries += 1;
+        listing.n_path_bytes += relative_len + entry.name.1 - entry.name.0;
+        if let Some(below) = &entry.below {
+            listing.n_entries += below.n_entries;
+            listing.n_path_bytes += below.n_path_bytes;
+        }
     }
-    chunks.retain(|chunk| !chunk.is_empty());
-    chunks.sort_unstable_by(|a, b| a[0].0.cmp(&b[0].0));
-    let found = chunks.into_iter().flatten().collect();
-    Ok(found)
+    Ok(listing)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
     use std::os::unix::fs::symlink;
 
     fn sample(
@@ -278,6 +469,34 @@ mod tests {
         assert!(tree.get("src/deep").is_none());
         assert!(tree.get("src/deep/x.rs").is_none());
         assert_eq!(tree.n_files(), 2);
+        Ok(())
+    }
+
+    #[test]
+    fn entries_are_in_path_order_even_where_a_sibling_sorts_inside_a_directory(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let root = dir.path();
+        for subdir in ["a/b", "a.d/e", "a-f", "a0", "b"] {
+            fs::create_dir_all(root.join(subdir))?;
+        }
+        for file in ["a.txt", "a/b/c", "a/z", "a.d/e/x", "a0/y", "a!"] {
+            fs::write(root.join(file), file)?;
+        }
+        let tree = ContextTree::scan(root, &IgnoreRules::default())?;
+        let paths: Vec<&str> = tree.descendants("").map(|(path, _)| path).collect();
+        let mut sorted = paths.clone();
+        sorted.sort_unstable();
+        assert_eq!(paths, sorted);
+        assert_eq!(paths.len(), 13);
+        let below_a: Vec<&str> = tree.descendants("a").map(|(path, _)| path).collect();
+        assert_eq!(below_a, vec!["b", "b/c", "z"]);
+        assert!(tree.descendants("a-f").next().is_none());
+        for path in paths {
+            assert_eq!(tree.entry(path).map(|(found, _)| found), Some(path));
+        }
+        assert!(tree.get("a/b/c/d").is_none());
+        assert!(tree.get("").is_none());
         Ok(())
     }
 }

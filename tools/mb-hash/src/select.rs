@@ -9,6 +9,8 @@
 
 use std::path::Path;
 
+use serde::{Serialize, Serializer};
+
 use mb_core::context::{Entry, EntryKind};
 use mb_core::graph::Location;
 
@@ -31,6 +33,52 @@ pub struct CopyFromContext<'a> {
     pub destination: &'a str,
 }
 
+/// One entry a COPY selects, borrowed from the tree: what an [`Entry`] of the documents says,
+/// serialized the same way, without copying every path of a context that may have 100,000.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct SelectedEntry<'t> {
+    /// The path relative to the context root.
+    pub source: &'t str,
+    /// The path under the COPY destination (see [`Entry::name`]).
+    pub name: &'t str,
+    /// File, directory or symlink.
+    pub kind: EntryKind,
+    /// Permission bits.
+    pub mode: u32,
+    /// Size in bytes (0 for directories and links): the walk's, then the bytes hashed.
+    pub size: u64,
+    /// BLAKE3 of the content, for files, once hashed.
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "hex")]
+    pub digest: Option<blake3::Hash>,
+    /// The link target, for symlinks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<&'t str>,
+    /// What the walk found there.
+    #[serde(skip)]
+    pub node: &'t Node,
+}
+
+fn hex<S: Serializer>(digest: &Option<blake3::Hash>, serializer: S) -> Result<S::Ok, S::Error> {
+    match digest {
+        Some(digest) => serializer.serialize_str(digest.to_hex().as_str()),
+        None => serializer.serialize_none(),
+    }
+}
+
+impl From<SelectedEntry<'_>> for Entry {
+    fn from(selected: SelectedEntry<'_>) -> Entry {
+        Entry {
+            source: selected.source.to_string(),
+            name: selected.name.to_string(),
+            kind: selected.kind,
+            mode: selected.mode,
+            size: selected.size,
+            digest: selected.digest.map(|digest| digest.to_hex().to_string()),
+            target: selected.target.map(str::to_string),
+        }
+    }
+}
+
 /// Whether an ADD source is fetched from the network rather than read from the context.
 fn is_remote(source: &str) -> bool {
     ["http://", "https://", "git@"]
@@ -39,7 +87,10 @@ fn is_remote(source: &str) -> bool {
 }
 
 /// The entries a COPY selects, sorted by name, without file digests (see `fingerprint`).
-pub fn select(tree: &ContextTree, copy: &CopyFromContext<'_>) -> Result<Vec<Entry>, HashError> {
+pub fn select<'t>(
+    tree: &'t ContextTree,
+    copy: &CopyFromContext<'_>,
+) -> Result<Vec<SelectedEntry<'t>>, HashError> {
     let mut matched: Vec<String> = Vec::new();
     for source in copy.sources {
         if copy.add && is_remote(source) {
@@ -69,16 +120,16 @@ pub fn select(tree: &ContextTree, copy: &CopyFromContext<'_>) -> Result<Vec<Entr
         && !copy.destination.ends_with('/');
     // In source order, so that a later source with the same name overwrites an earlier one,
     // as the copy would; one directory source (the common case) comes out sorted already.
-    let mut entries: Vec<Entry> = Vec::new();
+    let mut entries: Vec<SelectedEntry<'t>> = Vec::new();
     for path in &matched {
         if tree.is_dir(path) {
             entries.extend(
-                tree.descendants(path)
-                    .map(|(below, node)| entry(join(path, below), below.to_string(), node)),
+                tree.below(path)
+                    .map(|(source, below, node)| entry(source, below, node)),
             );
             continue;
         }
-        let Some(node) = tree.get(path) else {
+        let Some((source, node)) = tree.entry(path) else {
             continue;
         };
         if let Some(target) = &node.target {
@@ -92,16 +143,16 @@ pub fn select(tree: &ContextTree, copy: &CopyFromContext<'_>) -> Result<Vec<Entr
             }
         }
         let name = if destination_is_the_file {
-            String::new()
+            ""
         } else {
-            path.rsplit('/').next().unwrap_or(path).to_string()
+            source.rsplit('/').next().unwrap_or(source)
         };
-        entries.push(entry(path.clone(), name, node));
+        entries.push(entry(source, name, node));
     }
     if !entries.windows(2).all(|pair| pair[0].name < pair[1].name) {
         // Stable, then keep the last of each name: the later source wins.
-        entries.sort_by(|a, b| a.name.cmp(&b.name));
-        let mut deduplicated: Vec<Entry> = Vec::with_capacity(entries.len());
+        entries.sort_by(|a, b| a.name.cmp(b.name));
+        let mut deduplicated: Vec<SelectedEntry<'t>> = Vec::with_capacity(entries.len());
         for entry in entries {
             match deduplicated.last_mut() {
                 Some(last) if last.name == entry.name => *last = entry,
@@ -113,8 +164,8 @@ pub fn select(tree: &ContextTree, copy: &CopyFromContext<'_>) -> Result<Vec<Entr
     Ok(entries)
 }
 
-fn entry(source: String, name: String, node: &Node) -> Entry {
-    Entry {
+fn entry<'t>(source: &'t str, name: &'t str, node: &'t Node) -> SelectedEntry<'t> {
+    SelectedEntry {
         source,
         name,
         kind: node.kind,
@@ -125,7 +176,8 @@ fn entry(source: String, name: String, node: &Node) -> Entry {
             0
         },
         digest: None,
-        target: node.target.clone(),
+        target: node.target.as_deref(),
+        node,
     }
 }
 
@@ -216,7 +268,11 @@ mod tests {
             })
         }
 
-        fn select(&self, sources: &[&str], destination: &str) -> Result<Vec<Entry>, HashError> {
+        fn select(
+            &self,
+            sources: &[&str],
+            destination: &str,
+        ) -> Result<Vec<SelectedEntry<'_>>, HashError> {
             let sources: Vec<String> = sources.iter().map(|source| source.to_string()).collect();
             select(
                 &self.tree,
@@ -231,10 +287,10 @@ mod tests {
         }
     }
 
-    fn names(entries: &[Entry]) -> Vec<(&str, &str)> {
+    fn names<'t>(entries: &[SelectedEntry<'t>]) -> Vec<(&'t str, &'t str)> {
         entries
             .iter()
-            .map(|entry| (entry.name.as_str(), entry.source.as_str()))
+            .map(|entry| (entry.name, entry.source))
             .collect()
     }
 
@@ -377,7 +433,7 @@ mod tests {
         let fixture = Fixture::new("")?;
         let entries = fixture.select(&["inside"], "/x/")?;
         assert_eq!(entries[0].kind, EntryKind::Symlink);
-        assert_eq!(entries[0].target.as_deref(), Some("a.txt"));
+        assert_eq!(entries[0].target, Some("a.txt"));
         assert_eq!(entries[0].size, 0);
         for escaping in ["outside", "absolute"] {
             let error = fixture

@@ -40,7 +40,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use mb_core::store::Store;
 
 use crate::error::HashError;
-use crate::sorted::SortedMap;
+use crate::sorted::{Cursor, SortedMap};
 
 const MAGIC: &[u8; 8] = b"mbstat\0\x01";
 const HEADER_LEN: usize = 8 + 8 + 8;
@@ -69,16 +69,18 @@ pub struct FileStat {
 }
 
 impl FileStat {
-    /// The fields of `metadata`.
-    pub fn of(metadata: &std::fs::Metadata) -> FileStat {
-        use std::os::unix::fs::MetadataExt;
+    /// The fields of `stat`.
+    // The field types of `struct stat` differ between architectures; on some the casts are
+    // no-ops.
+    #[allow(clippy::unnecessary_cast)]
+    pub fn of(stat: &rustix::fs::Stat) -> FileStat {
         FileStat {
-            size: metadata.size(),
-            mtime_ns: metadata.mtime() * 1_000_000_000 + metadata.mtime_nsec(),
-            ctime_ns: metadata.ctime() * 1_000_000_000 + metadata.ctime_nsec(),
-            inode: metadata.ino(),
-            device: metadata.dev(),
-            mode: metadata.mode(),
+            size: stat.st_size as u64,
+            mtime_ns: stat.st_mtime as i64 * 1_000_000_000 + stat.st_mtime_nsec as i64,
+            ctime_ns: stat.st_ctime as i64 * 1_000_000_000 + stat.st_ctime_nsec as i64,
+            inode: stat.st_ino as u64,
+            device: stat.st_dev as u64,
+            mode: stat.st_mode as u32,
         }
     }
 }
@@ -218,9 +220,25 @@ impl<'a> StatCache<'a> {
         self.entries.is_empty()
     }
 
+    /// A reader for lookups, fastest in path order.
+    pub fn reader(&self) -> CacheReader<'_, 'a> {
+        CacheReader {
+            written_at_ns: self.written_at_ns,
+            entries: self.entries.cursor(),
+        }
+    }
+}
+
+/// One reader's lookups in a [`StatCache`].
+pub struct CacheReader<'c, 'a> {
+    written_at_ns: i64,
+    entries: Cursor<'c, 'a, (FileStat, [u8; 32])>,
+}
+
+impl CacheReader<'_, '_> {
     /// The digest recorded for `path` if the file still has exactly `stat` and the entry is
     /// not racily clean.
-    pub fn lookup(&self, path: &str, stat: &FileStat) -> Option<[u8; 32]> {
+    pub fn lookup(&mut self, path: &str, stat: &FileStat) -> Option<[u8; 32]> {
         let (cached_stat, digest) = self.entries.get(path)?;
         let racy = cached_stat.mtime_ns >= self.written_at_ns - RACY_WINDOW_NS;
         (cached_stat == stat && !racy).then_some(*digest)
@@ -300,6 +318,7 @@ mod tests {
         let bytes = sample();
         let cache = StatCache::parse(&bytes)?;
         assert_eq!(cache.len(), 3);
+        let mut cache = cache.reader();
         assert_eq!(cache.lookup("a.txt", &stat(OLD)), Some([1; 32]));
         assert_eq!(cache.lookup("dir/ü.rs", &stat(OLD)), Some([2; 32]));
         assert_eq!(cache.lookup("missing", &stat(OLD)), None);
@@ -344,6 +363,7 @@ mod tests {
             .into_iter(),
         );
         let cache = StatCache::parse(&bytes)?;
+        let mut cache = cache.reader();
         assert_eq!(cache.lookup("fresh", &stat(WRITTEN_AT - 10)), None);
         assert_eq!(
             cache.lookup("edge", &stat(WRITTEN_AT - RACY_WINDOW_NS)),
