@@ -24,6 +24,25 @@ impl Problem {
         }
     }
 
+    /// A problem on a line whose text is filled in later, by [`Problem::show_line_from`].
+    pub fn on_line(line: u32, message: impl Into<String>) -> Problem {
+        Problem {
+            line: Some(line),
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// Fills in the offending line's text from the file's lines, where it is missing.
+    pub fn show_line_from(&mut self, lines: &[&str]) {
+        if let (Some(line), None) = (self.line, &self.source) {
+            let index = usize::try_from(line)
+                .unwrap_or(usize::MAX)
+                .saturating_sub(1);
+            self.source = lines.get(index).map(|text| text.to_string());
+        }
+    }
+
     /// A problem with the file as a whole.
     pub fn whole_file(message: impl Into<String>) -> Problem {
         Problem {

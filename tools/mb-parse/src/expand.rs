@@ -5,6 +5,7 @@
 //! quotes removed. This is not a shell: it never splits words and never runs anything, and it is
 //! used only where the builder expands (not in RUN/CMD/ENTRYPOINT/SHELL bodies).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 /// Whatever can answer "what is the value of this variable" during expansion.
@@ -19,30 +20,40 @@ impl Variables for HashMap<String, String> {
     }
 }
 
-/// Expands one word: quotes and escapes are processed and removed.
-pub fn expand_word<V: Variables + ?Sized>(
-    word: &str,
+/// Expands one word: quotes and escapes are processed and removed. A word with nothing to
+/// expand or remove (most of them) is returned as it is, without a copy.
+pub fn expand_word<'w, V: Variables + ?Sized>(
+    word: &'w str,
     escape: char,
     variables: &V,
-) -> Result<String, String> {
-    // Most words have nothing to expand; skip the lexer (and its allocations) for them.
+) -> Result<Cow<'w, str>, String> {
     if !word.contains(['$', '\'', '"', escape]) {
-        return Ok(word.to_string());
+        return Ok(Cow::Borrowed(word));
     }
-    WordLexer::new(word, escape, variables, false).whole()
+    WordLexer::new(word, escape, variables, false)
+        .whole()
+        .map(Cow::Owned)
 }
 
 /// Expands a heredoc body: only `$` is special; quotes and escaped characters stay as written.
-pub fn expand_heredoc<V: Variables + ?Sized>(
-    body: &str,
+pub fn expand_heredoc<'b, V: Variables + ?Sized>(
+    body: &'b str,
     escape: char,
     variables: &V,
-) -> Result<String, String> {
-    WordLexer::new(body, escape, variables, true).whole()
+) -> Result<Cow<'b, str>, String> {
+    // Without a `$` the body comes out as it went in: escapes and quotes are kept.
+    if !body.contains('$') {
+        return Ok(Cow::Borrowed(body));
+    }
+    WordLexer::new(body, escape, variables, true)
+        .whole()
+        .map(Cow::Owned)
 }
 
+/// Walks the text by byte position; everything it produces is appended to one output string,
+/// and variable names and values are borrowed, never copied on their own.
 struct WordLexer<'a, V: ?Sized> {
-    chars: Vec<char>,
+    text: &'a str,
     position: usize,
     escape: char,
     variables: &'a V,
@@ -51,9 +62,9 @@ struct WordLexer<'a, V: ?Sized> {
 }
 
 impl<'a, V: Variables + ?Sized> WordLexer<'a, V> {
-    fn new(text: &str, escape: char, variables: &'a V, raw: bool) -> Self {
+    fn new(text: &'a str, escape: char, variables: &'a V, raw: bool) -> Self {
         WordLexer {
-            chars: text.chars().collect(),
+            text,
             position: 0,
             escape,
             variables,
@@ -62,93 +73,100 @@ impl<'a, V: Variables + ?Sized> WordLexer<'a, V> {
     }
 
     fn peek(&self) -> Option<char> {
-        self.chars.get(self.position).copied()
+        self.text[self.position..].chars().next()
     }
 
     fn next(&mut self) -> Option<char> {
         let ch = self.peek();
-        if ch.is_some() {
-            self.position += 1;
+        if let Some(ch) = ch {
+            self.position += ch.len_utf8();
         }
         ch
     }
 
     fn whole(mut self) -> Result<String, String> {
-        let (text, _) = self.until(&[])?;
-        Ok(text)
+        let mut result = String::with_capacity(self.text.len());
+        self.until(&[], &mut result)?;
+        Ok(result)
     }
 
-    /// Processes text up to (and consuming) one of `stops`, or to the end when `stops` is empty.
-    /// Returns the text and the stop character met.
-    fn until(&mut self, stops: &[char]) -> Result<(String, Option<char>), String> {
-        let mut result = String::new();
+    /// Processes text up to (and consuming) one of `stops`, or to the end when `stops` is empty,
+    /// appending it to `out`. Returns the stop character met.
+    fn until(&mut self, stops: &[char], out: &mut String) -> Result<Option<char>, String> {
         while let Some(ch) = self.peek() {
             if stops.contains(&ch) {
-                self.position += 1;
-                return Ok((result, Some(ch)));
+                self.position += ch.len_utf8();
+                return Ok(Some(ch));
             }
             match ch {
-                '\'' if !self.raw => result.push_str(&self.single_quoted()?),
-                '"' if !self.raw => result.push_str(&self.double_quoted()?),
-                '$' => result.push_str(&self.dollar()?),
+                '\'' if !self.raw => self.single_quoted(out)?,
+                '"' if !self.raw => self.double_quoted(out)?,
+                '$' => self.dollar(out)?,
                 _ => {
-                    self.position += 1;
+                    self.position += ch.len_utf8();
                     if ch == self.escape {
                         if self.raw {
-                            result.push(ch);
+                            out.push(ch);
                         }
                         match self.next() {
-                            Some(escaped) => result.push(escaped),
+                            Some(escaped) => out.push(escaped),
                             None => break,
                         }
                     } else {
-                        result.push(ch);
+                        out.push(ch);
                     }
                 }
             }
         }
         if stops.is_empty() {
-            Ok((result, None))
+            Ok(None)
         } else {
             Err("syntax error: missing `}`".to_string())
         }
     }
 
-    fn single_quoted(&mut self) -> Result<String, String> {
+    /// The text up to one of `stops`, processed, on its own (an operator's word or pattern).
+    fn word_until(&mut self, stops: &[char]) -> Result<(String, Option<char>), String> {
+        let mut word = String::new();
+        let stop = self.until(stops, &mut word)?;
+        Ok((word, stop))
+    }
+
+    fn single_quoted(&mut self, out: &mut String) -> Result<(), String> {
         self.position += 1;
-        let mut result = String::new();
-        loop {
-            match self.next() {
-                None => return Err("unexpected end of text looking for the closing `'`".into()),
-                Some('\'') => return Ok(result),
-                Some(ch) => result.push(ch),
+        let rest = &self.text[self.position..];
+        match rest.find('\'') {
+            None => Err("unexpected end of text looking for the closing `'`".into()),
+            Some(end) => {
+                out.push_str(&rest[..end]);
+                self.position += end + 1;
+                Ok(())
             }
         }
     }
 
-    fn double_quoted(&mut self) -> Result<String, String> {
+    fn double_quoted(&mut self, out: &mut String) -> Result<(), String> {
         self.position += 1;
-        let mut result = String::new();
         loop {
             match self.peek() {
                 None => return Err("unexpected end of text looking for the closing `\"`".into()),
-                Some('$') => result.push_str(&self.dollar()?),
+                Some('$') => self.dollar(out)?,
                 Some(_) => {
                     let mut ch = self.next().unwrap_or_default();
                     if ch == '"' {
-                        return Ok(result);
+                        return Ok(());
                     }
                     if ch == self.escape {
                         match self.peek() {
                             None => continue,
                             Some(next) if next == '"' || next == '$' || next == self.escape => {
                                 ch = next;
-                                self.position += 1;
+                                self.position += next.len_utf8();
                             }
                             Some(_) => {}
                         }
                     }
-                    result.push(ch);
+                    out.push(ch);
                 }
             }
         }
@@ -156,44 +174,35 @@ impl<'a, V: Variables + ?Sized> WordLexer<'a, V> {
 
     /// A variable name: letters, digits and `_`, or a run of digits (a positional parameter,
     /// which is never set).
-    fn name(&mut self) -> String {
-        let mut name = String::new();
-        if self.peek().is_some_and(|ch| ch.is_ascii_digit()) {
-            while let Some(ch) = self.peek().filter(char::is_ascii_digit) {
-                name.push(ch);
-                self.position += 1;
-            }
-            return name;
-        }
-        // The shell's special parameters (`$@`, `$-`, `$$`, ...) are one-character names, never
-        // set, as BuildKit's lexer treats them.
-        if let Some(ch) = self
-            .peek()
-            .filter(|ch| matches!(ch, '@' | '*' | '#' | '?' | '-' | '$' | '!'))
-        {
-            self.position += 1;
-            name.push(ch);
-            return name;
-        }
-        while let Some(ch) = self.peek().filter(|ch| ch.is_alphanumeric() || *ch == '_') {
-            name.push(ch);
-            self.position += 1;
-        }
-        name
+    fn name(&mut self) -> &'a str {
+        let text = self.text;
+        let start = self.position;
+        let rest = &text[start..];
+        let length = match rest.chars().next() {
+            Some(ch) if ch.is_ascii_digit() => rest
+                .find(|ch: char| !ch.is_ascii_digit())
+                .unwrap_or(rest.len()),
+            // The shell's special parameters (`$@`, `$-`, `$$`, ...) are one-character names,
+            // never set, as BuildKit's lexer treats them.
+            Some('@' | '*' | '#' | '?' | '-' | '$' | '!') => 1,
+            _ => rest
+                .find(|ch: char| !(ch.is_alphanumeric() || ch == '_'))
+                .unwrap_or(rest.len()),
+        };
+        self.position += length;
+        &text[start..start + length]
     }
 
-    fn lookup(&self, name: &str) -> Option<String> {
-        self.variables.value(name).map(str::to_string)
-    }
-
-    fn dollar(&mut self) -> Result<String, String> {
+    fn dollar(&mut self, out: &mut String) -> Result<(), String> {
         self.position += 1;
         if self.peek() != Some('{') {
             let name = self.name();
             if name.is_empty() {
-                return Ok("$".to_string());
+                out.push('$');
+            } else if let Some(value) = self.variables.value(name) {
+                out.push_str(value);
             }
-            return Ok(self.lookup(&name).unwrap_or_default());
+            return Ok(());
         }
         self.position += 1;
         match self.peek() {
@@ -205,80 +214,98 @@ impl<'a, V: Variables + ?Sized> WordLexer<'a, V> {
         if name.is_empty() {
             return Err("syntax error: bad substitution".to_string());
         }
-        let value = self.lookup(&name);
+        let value = self.variables.value(name);
         match self.next() {
-            Some('}') => Ok(value.unwrap_or_default()),
+            Some('}') => out.push_str(value.unwrap_or_default()),
             Some(':') => {
                 let modifier = self.next();
-                let (word, _) = self.until(&['}'])?;
+                let (word, _) = self.word_until(&['}'])?;
+                let set_and_not_empty = value.filter(|value| !value.is_empty());
                 match modifier {
-                    Some('-') => Ok(value.filter(|v| !v.is_empty()).unwrap_or(word)),
-                    Some('+') => Ok(if value.is_some_and(|v| !v.is_empty()) {
-                        word
-                    } else {
-                        String::new()
-                    }),
-                    Some('?') => match value {
-                        None => Err(required_message(&name, &word, "is not allowed to be unset")),
-                        Some(v) if v.is_empty() => {
-                            Err(required_message(&name, &word, "is not allowed to be empty"))
-                        }
-                        Some(v) => Ok(v),
+                    Some('-') => match set_and_not_empty {
+                        Some(value) => out.push_str(value),
+                        None => out.push_str(&word),
                     },
-                    Some(other) => Err(format!(
-                        "unsupported modifier `{other}` in substitution of `{name}`"
-                    )),
-                    None => Err("syntax error: missing `}`".to_string()),
+                    Some('+') => {
+                        if set_and_not_empty.is_some() {
+                            out.push_str(&word);
+                        }
+                    }
+                    Some('?') => match value {
+                        None => {
+                            return Err(required_message(name, &word, "is not allowed to be unset"))
+                        }
+                        Some("") => {
+                            return Err(required_message(name, &word, "is not allowed to be empty"))
+                        }
+                        Some(value) => out.push_str(value),
+                    },
+                    Some(other) => {
+                        return Err(format!(
+                            "unsupported modifier `{other}` in substitution of `{name}`"
+                        ))
+                    }
+                    None => return Err("syntax error: missing `}`".to_string()),
                 }
             }
             Some('-') => {
-                let (word, _) = self.until(&['}'])?;
-                Ok(value.unwrap_or(word))
+                let (word, _) = self.word_until(&['}'])?;
+                out.push_str(value.unwrap_or(&word));
             }
             Some('+') => {
-                let (word, _) = self.until(&['}'])?;
-                Ok(if value.is_some() { word } else { String::new() })
+                let (word, _) = self.word_until(&['}'])?;
+                if value.is_some() {
+                    out.push_str(&word);
+                }
             }
             Some('?') => {
-                let (word, _) = self.until(&['}'])?;
-                value.ok_or_else(|| required_message(&name, &word, "is not allowed to be unset"))
+                let (word, _) = self.word_until(&['}'])?;
+                match value {
+                    Some(value) => out.push_str(value),
+                    None => {
+                        return Err(required_message(name, &word, "is not allowed to be unset"))
+                    }
+                }
             }
             Some(operator @ ('#' | '%')) => {
                 let longest = self.peek() == Some(operator);
                 if longest {
                     self.position += 1;
                 }
-                let (pattern, _) = self.until(&['}'])?;
+                let (pattern, _) = self.word_until(&['}'])?;
                 let value = value.unwrap_or_default();
-                Ok(if operator == '#' {
-                    remove_prefix(&value, &pattern, longest)
+                out.push_str(&if operator == '#' {
+                    remove_prefix(value, &pattern, longest)
                 } else {
-                    remove_suffix(&value, &pattern, longest)
-                })
+                    remove_suffix(value, &pattern, longest)
+                });
             }
             Some('/') => {
                 let all = self.peek() == Some('/');
                 if all {
                     self.position += 1;
                 }
-                let (pattern, stop) = self.until(&['/', '}'])?;
+                let (pattern, stop) = self.word_until(&['/', '}'])?;
                 let replacement = if stop == Some('/') {
-                    self.until(&['}'])?.0
+                    self.word_until(&['}'])?.0
                 } else {
                     String::new()
                 };
-                Ok(replace(
-                    &value.unwrap_or_default(),
+                out.push_str(&replace(
+                    value.unwrap_or_default(),
                     &pattern,
                     &replacement,
                     all,
+                ));
+            }
+            Some(other) => {
+                return Err(format!(
+                    "syntax error: unexpected `{other}` in substitution of `{name}`"
                 ))
             }
-            Some(other) => Err(format!(
-                "syntax error: unexpected `{other}` in substitution of `{name}`"
-            )),
-            None => Err("syntax error: missing `}`".to_string()),
+            None => return Err("syntax error: missing `}`".to_string()),
         }
+        Ok(())
     }
 }
 

@@ -103,11 +103,11 @@ impl Flags {
 }
 
 /// Checks the flag words (`--name[=value]`) of an instruction with keyword `keyword`.
-pub fn check(keyword: &str, words: Vec<String>) -> Result<Flags, String> {
+pub fn check<W: AsRef<str>>(keyword: &str, words: Vec<W>) -> Result<Flags, String> {
     let specs = specs(keyword);
     let mut list: Vec<Flag> = Vec::with_capacity(words.len());
-    for word in words {
-        let without_dashes = word.trim_start_matches('-');
+    for word in &words {
+        let without_dashes = word.as_ref().trim_start_matches('-');
         let (name, value) = match without_dashes.split_once('=') {
             Some((name, value)) => (name.to_string(), Some(value.to_string())),
             None => (without_dashes.to_string(), None),

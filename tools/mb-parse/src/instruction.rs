@@ -2,7 +2,9 @@
 //! per the instruction's own rules, all still unexpanded. What the words mean in a stage (the
 //! expanded, typed `Op`) is decided in `stages`.
 
-use mb_core::graph::{Flag, Form, Healthcheck, Heredoc};
+use std::borrow::Cow;
+
+use mb_core::graph::{Flag, Form, Healthcheck, Heredoc, RunScript};
 
 use crate::error::Problem;
 use crate::flags;
@@ -61,6 +63,8 @@ pub enum Syntax {
         network: Option<String>,
         /// `--mount` values, split.
         mounts: Vec<MountSyntax>,
+        /// The file the command runs, for a heredoc starting with `#!`.
+        script: Option<RunScript>,
     },
     /// COPY or ADD.
     Copy(CopySyntax),
@@ -93,13 +97,16 @@ pub enum Syntax {
     Onbuild(String),
 }
 
-/// An instruction whose syntax has been checked.
+/// An instruction whose syntax has been checked. It owns what it keeps, so that the output
+/// can take it over without copying; its line shows in error messages from the lexed lines.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Parsed {
-    /// Where it came from.
-    pub raw: RawInstruction,
+    /// The first physical line, from 1.
+    pub line: u32,
+    /// The last physical line, heredoc terminators included.
+    pub end_line: u32,
     /// The keyword, upper case.
-    pub keyword: String,
+    pub keyword: &'static str,
     /// The flags as written.
     pub flags: Vec<Flag>,
     /// The text after the flags, trimmed.
@@ -114,34 +121,69 @@ pub struct Parsed {
 
 const NOT_SUPPORTED_YET: &[&str] = &["MAINTAINER"];
 
+/// Every instruction BuildKit knows, upper case.
+const KEYWORDS: &[&str] = &[
+    "FROM",
+    "RUN",
+    "CMD",
+    "ENTRYPOINT",
+    "COPY",
+    "ADD",
+    "VOLUME",
+    "SHELL",
+    "ENV",
+    "LABEL",
+    "ARG",
+    "WORKDIR",
+    "USER",
+    "STOPSIGNAL",
+    "HEALTHCHECK",
+    "ONBUILD",
+    "EXPOSE",
+    "MAINTAINER",
+];
+
 /// Checks one instruction's syntax.
-pub fn parse(raw: RawInstruction, escape: char) -> Result<Parsed, Problem> {
-    let problem = |message: String| Problem::at(raw.line, message, raw.source_line.clone());
-    let keyword = raw.keyword.to_ascii_uppercase();
-    if NOT_SUPPORTED_YET.contains(&keyword.as_str()) {
+pub fn parse(raw: RawInstruction<'_>, escape: char) -> Result<Parsed, Problem> {
+    let problem = |message: String| Problem::at(raw.line, message, raw.source_line);
+    let known = KEYWORDS
+        .iter()
+        .find(|known| known.eq_ignore_ascii_case(&raw.keyword))
+        .copied();
+    // An unknown keyword is reported after its flags, as it always was.
+    let keyword = known.map_or_else(
+        || Cow::Owned(raw.keyword.to_ascii_uppercase()),
+        Cow::Borrowed,
+    );
+    if NOT_SUPPORTED_YET.contains(&keyword.as_ref()) {
         return Err(problem(format!("{keyword} is not supported yet")));
     }
     let (flag_words, arguments) = split_flags(&raw.rest);
-    let arguments = arguments.trim().to_string();
+    let arguments = arguments.trim();
     let checked = flags::check(&keyword, flag_words).map_err(&problem)?;
-    let (syntax, form) = syntax(&keyword, &arguments, &checked, &raw, escape).map_err(&problem)?;
+    let (syntax, form) = syntax(&keyword, arguments, &checked, &raw, escape).map_err(&problem)?;
+    let Some(keyword) = known else {
+        return Err(problem(format!("unknown instruction `{}`", raw.keyword)));
+    };
+    let arguments = arguments.to_string();
     let heredocs = raw
         .heredocs
-        .iter()
+        .into_iter()
         .map(|heredoc| Heredoc {
-            name: heredoc.marker.name.clone(),
-            body: heredoc.body.clone(),
+            name: heredoc.marker.name,
+            body: heredoc.body,
             expand: heredoc.marker.expand,
         })
         .collect();
     Ok(Parsed {
+        line: raw.line,
+        end_line: raw.end_line,
         keyword,
         flags: checked.list,
         arguments,
         form,
         heredocs,
         syntax,
-        raw,
     })
 }
 
@@ -177,10 +219,12 @@ fn syntax(
             }
         }
         "RUN" => {
-            let (command, form) = if raw.heredocs.is_empty() {
-                command_text(keyword, arguments)?
+            let (command, form, script) = if raw.heredocs.is_empty() {
+                let (command, form) = command_text(keyword, arguments)?;
+                (command, form, None)
             } else {
-                (heredoc_script(arguments, raw, escape)?, Form::Shell)
+                let (command, script) = heredoc_script(arguments, raw, escape)?;
+                (command, Form::Shell, script)
             };
             let network = flag("network");
             if let Some(network) = &network {
@@ -199,6 +243,7 @@ fn syntax(
                     command,
                     network,
                     mounts,
+                    script,
                 },
                 Some(form),
             ));
@@ -266,7 +311,7 @@ fn syntax(
             for word in words {
                 let (name, default) = match word.split_once('=') {
                     Some((name, default)) => (name.to_string(), Some(default.to_string())),
-                    None => (word, None),
+                    None => (word.to_string(), None),
                 };
                 if name.is_empty() {
                     return Err("ARG needs a name before `=`".to_string());
@@ -308,8 +353,8 @@ fn onbuild_trigger(arguments: &str, raw: &RawInstruction, escape: char) -> Resul
         _ => {}
     }
     let trigger = RawInstruction {
-        keyword: keyword.to_string(),
-        rest: rest.to_string(),
+        keyword: Cow::Borrowed(keyword),
+        rest: Cow::Borrowed(rest),
         ..raw.clone()
     };
     parse(trigger, escape).map_err(|problem| format!("ONBUILD {}", problem.message))?;
@@ -340,29 +385,40 @@ fn command_text(keyword: &str, arguments: &str) -> Result<(CommandText, Form), S
 
 /// The shell script of a RUN with heredocs. A RUN that is only a heredoc (one word, as
 /// BuildKit checks) runs its body; any other RUN, `RUN <<EOF bash` included, hands the command
-/// line and the heredocs, as written, to the shell.
+/// line and the heredocs, as written, to the shell. A body of such a RUN that starts with `#!`
+/// is, as in BuildKit's dispatchRun, a script file the shell runs by its path, so that its
+/// interpreter line counts.
 fn heredoc_script(
     arguments: &str,
     raw: &RawInstruction,
     escape: char,
-) -> Result<CommandText, String> {
+) -> Result<(CommandText, Option<RunScript>), String> {
     let only_a_heredoc = raw.heredocs.len() == 1
         && heredoc_marker(arguments).is_some()
         && quote_aware_words(arguments, escape).len() == 1;
     if only_a_heredoc {
-        let body = &raw.heredocs[0].body;
-        if body.starts_with("#!") {
-            return Err(
-                "RUN of a heredoc with a `#!` interpreter line is not supported yet".into(),
-            );
+        let heredoc = &raw.heredocs[0];
+        // BuildKit looks at the body as written, before `<<-` strips its tabs.
+        if heredoc.raw.starts_with("#!") {
+            let script = RunScript {
+                name: heredoc.marker.name.clone(),
+                body: heredoc.body.clone(),
+            };
+            let path = script.path().ok_or_else(|| {
+                format!(
+                    "RUN <<{}: the delimiter of a `#!` heredoc names its script file and must be a plain file name",
+                    script.name
+                )
+            })?;
+            return Ok((CommandText::Shell(path), Some(script)));
         }
-        return Ok(CommandText::Shell(body.clone()));
+        return Ok((CommandText::Shell(heredoc.body.clone()), None));
     }
     let mut script = format!("{arguments}\n");
     for heredoc in &raw.heredocs {
         script.push_str(&heredoc.raw);
     }
-    Ok(CommandText::Shell(script))
+    Ok((CommandText::Shell(script), None))
 }
 
 /// COPY, ADD, VOLUME: a JSON array or a white-space split (no quote awareness).
@@ -445,7 +501,8 @@ mod tests {
             Syntax::Run {
                 command: CommandText::Exec(strings(&["echo", "a b"])),
                 network: None,
-                mounts: vec![]
+                mounts: vec![],
+                script: None,
             }
         );
         assert_eq!(
@@ -453,7 +510,8 @@ mod tests {
             Syntax::Run {
                 command: CommandText::Shell("['echo']".into()),
                 network: Some("none".into()),
-                mounts: vec![]
+                mounts: vec![],
+                script: None,
             }
         );
         let parsed = parse_one("RUN echo $HOME")?;
@@ -562,7 +620,8 @@ mod tests {
             Syntax::Run {
                 command: CommandText::Shell("echo a\necho b\n".into()),
                 network: None,
-                mounts: vec![]
+                mounts: vec![],
+                script: None,
             }
         );
         assert_eq!(
@@ -570,7 +629,8 @@ mod tests {
             Syntax::Run {
                 command: CommandText::Shell("cat > /x <<-EOF\n\thello\n\tEOF\n".into()),
                 network: None,
-                mounts: vec![]
+                mounts: vec![],
+                script: None,
             }
         );
         assert_eq!(
@@ -578,11 +638,54 @@ mod tests {
             Syntax::Run {
                 command: CommandText::Shell("<<EOF bash\necho a\nEOF\n".into()),
                 network: None,
-                mounts: vec![]
+                mounts: vec![],
+                script: None,
             }
         );
-        assert!(syntax_of("RUN <<EOF\n#!/usr/bin/env python3\nEOF")
-            .is_err_and(|e| e.contains("not supported yet")));
+        Ok(())
+    }
+
+    #[test]
+    fn run_heredocs_with_an_interpreter_line_become_script_files() -> Result<(), String> {
+        let script = |name: &str, body: &str| {
+            Some(RunScript {
+                name: name.into(),
+                body: body.into(),
+            })
+        };
+        assert_eq!(
+            syntax_of("RUN <<EOT\n#!/bin/sh\necho $HOME\nEOT")?,
+            Syntax::Run {
+                command: CommandText::Shell("/dev/pipes/EOT".into()),
+                network: None,
+                mounts: vec![],
+                script: script("EOT", "#!/bin/sh\necho $HOME\n"),
+            }
+        );
+        let Syntax::Run {
+            command,
+            script: quoted,
+            ..
+        } = syntax_of("RUN <<-'EOF'\n#!/usr/bin/env python3\n\tprint(1)\n\tEOF")?
+        else {
+            return Err("not a run".into());
+        };
+        assert_eq!(command, CommandText::Shell("/dev/pipes/EOF".into()));
+        assert_eq!(quoted, script("EOF", "#!/usr/bin/env python3\nprint(1)\n"));
+        // Only a body that starts with `#!` as written, in a RUN that is only the heredoc.
+        for not_a_script in [
+            "RUN <<-EOF\n\t#!/bin/sh\n\techo a\n\tEOF",
+            "RUN <<EOF sh\n#!/bin/sh\necho a\nEOF",
+            "RUN <<EOF\n #!/bin/sh\nEOF",
+        ] {
+            let Syntax::Run { script, .. } = syntax_of(not_a_script)? else {
+                return Err("not a run".into());
+            };
+            assert_eq!(script, None, "{not_a_script}");
+        }
+        assert!(
+            syntax_of("RUN <<a/b\n#!/bin/sh\na/b").is_err_and(|e| e.contains("plain file name"))
+        );
         Ok(())
     }
 

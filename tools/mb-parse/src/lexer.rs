@@ -1,6 +1,11 @@
 //! From Dockerfile text to logical instructions: the BOM, parser directives, comments, line
 //! continuations and heredoc bodies. Nothing here knows what an instruction means beyond which
 //! ones may carry heredocs; the words are split and interpreted in `instruction`.
+//!
+//! Instructions borrow their text from the Dockerfile: only a continued instruction (whose
+//! lines must be joined) gets text of its own.
+
+use std::borrow::Cow;
 
 use crate::error::Problem;
 use crate::words::{heredoc_marker, parse_json_array, quote_aware_words, split_flags};
@@ -22,17 +27,17 @@ pub struct Directives {
 
 /// One instruction with its continuation lines joined and its heredoc bodies read.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RawInstruction {
+pub struct RawInstruction<'a> {
     /// The first physical line, from 1.
     pub line: u32,
     /// The last physical line, heredoc terminators included.
     pub end_line: u32,
     /// The keyword as written.
-    pub keyword: String,
+    pub keyword: Cow<'a, str>,
     /// Everything after the keyword, continuations joined, left-trimmed.
-    pub rest: String,
+    pub rest: Cow<'a, str>,
     /// The first physical line as written, for error messages.
-    pub source_line: String,
+    pub source_line: &'a str,
     /// The heredocs, in the order of their markers.
     pub heredocs: Vec<RawHeredoc>,
 }
@@ -51,15 +56,17 @@ pub struct RawHeredoc {
 
 /// The result of lexing a Dockerfile.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Lexed {
+pub struct Lexed<'a> {
     /// The parser directives.
     pub directives: Directives,
     /// The instructions in order.
-    pub instructions: Vec<RawInstruction>,
+    pub instructions: Vec<RawInstruction<'a>>,
+    /// The physical lines (BOM and `\r` removed), to show the line of a problem found later.
+    pub lines: Vec<&'a str>,
 }
 
 /// Splits `text` into instructions.
-pub fn lex(text: &str) -> Result<Lexed, Problem> {
+pub fn lex(text: &str) -> Result<Lexed<'_>, Problem> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let lines: Vec<&str> = text
         .split('\n')
@@ -87,7 +94,8 @@ pub fn lex(text: &str) -> Result<Lexed, Problem> {
             continue;
         }
         let first = index;
-        let (mut joined, mut continues) = strip_continuation(line.trim_start(), escape);
+        let (first_piece, mut continues) = strip_continuation(line.trim_start(), escape);
+        let mut joined = Cow::Borrowed(first_piece);
         let mut last = index;
         index += 1;
         while continues && index < lines.len() {
@@ -97,20 +105,17 @@ pub fn lex(text: &str) -> Result<Lexed, Problem> {
                 continue;
             }
             let (piece, more) = strip_continuation(next, escape);
-            joined.push_str(&piece);
+            joined.to_mut().push_str(piece);
             continues = more;
             last = index - 1;
         }
-        let (keyword, rest) = match joined.find(char::is_whitespace) {
-            Some(end) => (&joined[..end], joined[end..].trim_start()),
-            None => (joined.as_str(), ""),
-        };
+        let (keyword, rest) = split_keyword(first_piece, joined);
         let mut instruction = RawInstruction {
             line: line_number(first),
             end_line: line_number(last),
-            keyword: keyword.to_string(),
-            rest: rest.to_string(),
-            source_line: line.to_string(),
+            keyword,
+            rest,
+            source_line: line,
             heredocs: Vec::new(),
         };
         for marker in heredoc_markers(&instruction, escape) {
@@ -123,7 +128,29 @@ pub fn lex(text: &str) -> Result<Lexed, Problem> {
     Ok(Lexed {
         directives,
         instructions,
+        lines,
     })
+}
+
+/// The keyword and the left-trimmed rest of an instruction whose text starts with
+/// `first_piece`. The keyword is nearly always on the first line, so it borrows from there even
+/// when the rest had to be joined; only a keyword split by a continuation is copied.
+fn split_keyword<'a>(first_piece: &'a str, joined: Cow<'a, str>) -> (Cow<'a, str>, Cow<'a, str>) {
+    let keyword_end = joined.find(char::is_whitespace).unwrap_or(joined.len());
+    let after_keyword = &joined[keyword_end..];
+    let rest_start = keyword_end + after_keyword.len() - after_keyword.trim_start().len();
+    let keyword = match first_piece.get(..keyword_end) {
+        Some(keyword) => Cow::Borrowed(keyword),
+        None => Cow::Owned(joined[..keyword_end].to_string()),
+    };
+    let rest = match joined {
+        Cow::Borrowed(text) => Cow::Borrowed(&text[rest_start..]),
+        Cow::Owned(mut text) => {
+            text.drain(..rest_start);
+            Cow::Owned(text)
+        }
+    };
+    (keyword, rest)
 }
 
 fn line_number(index: usize) -> u32 {
@@ -144,14 +171,14 @@ fn is_comment(line: &str) -> bool {
 
 /// Removes a trailing escape character (and the blanks after it) and says whether the line
 /// continues. An escaped escape (`\\`) at the end does not continue the line.
-fn strip_continuation(line: &str, escape: char) -> (String, bool) {
+fn strip_continuation(line: &str, escape: char) -> (&str, bool) {
     let trimmed = line.trim_end_matches([' ', '\t']);
     let escapes = trimmed.chars().rev().take_while(|ch| *ch == escape).count();
     if escapes % 2 == 1 {
         let cut = trimmed.len() - escape.len_utf8();
-        (trimmed[..cut].to_string(), true)
+        (&trimmed[..cut], true)
     } else {
-        (line.to_string(), false)
+        (line, false)
     }
 }
 
@@ -256,7 +283,7 @@ fn directive(line: &str) -> Option<(String, String)> {
 
 /// The heredoc markers of a RUN, COPY or ADD in shell form, also as an ONBUILD trigger.
 fn heredoc_markers(instruction: &RawInstruction, escape: char) -> Vec<HeredocMarker> {
-    let (mut keyword, mut rest) = (instruction.keyword.as_str(), instruction.rest.as_str());
+    let (mut keyword, mut rest) = (instruction.keyword.as_ref(), instruction.rest.as_ref());
     if keyword.eq_ignore_ascii_case("ONBUILD") {
         (keyword, rest) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
     }
@@ -305,7 +332,7 @@ fn read_heredoc(
             "unterminated heredoc `{}`: no line `{}` ends it",
             marker.name, marker.name
         ),
-        instruction.source_line.clone(),
+        instruction.source_line,
     ))
 }
 
@@ -313,7 +340,7 @@ fn read_heredoc(
 mod tests {
     use super::*;
 
-    fn lexed(text: &str) -> Lexed {
+    fn lexed(text: &str) -> Lexed<'_> {
         match lex(text) {
             Ok(lexed) => lexed,
             Err(problem) => panic!("{problem:?}"),
@@ -324,7 +351,14 @@ mod tests {
         lexed(text)
             .instructions
             .into_iter()
-            .map(|i| (i.line, i.end_line, i.keyword, i.rest))
+            .map(|i| {
+                (
+                    i.line,
+                    i.end_line,
+                    i.keyword.into_owned(),
+                    i.rest.into_owned(),
+                )
+            })
             .collect()
     }
 
@@ -351,6 +385,14 @@ mod tests {
         assert_eq!(
             summary(text),
             [row(1, 1, "FROM", "a"), row(2, 2, "RUN", "x ")]
+        );
+    }
+
+    #[test]
+    fn a_keyword_split_by_a_continuation_is_joined() {
+        assert_eq!(
+            summary("RU\\\nN echo \\\n  hi\nRUN x"),
+            [row(1, 3, "RUN", "echo   hi"), row(4, 4, "RUN", "x")]
         );
     }
 

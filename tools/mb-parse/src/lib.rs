@@ -4,8 +4,9 @@
 //! continuations, heredocs), `words` and `flags` (splitting an instruction's text),
 //! `instruction` (each instruction's syntax, with `mount` for RUN --mount and `healthcheck` for
 //! HEALTHCHECK), `expand` (variables) and `stages` (ARG scoping, stage references, pruning,
-//! ONBUILD triggers of base images and the typed `Op`s). Nothing here runs or fetches anything; base
-//! images are only looked up in the local store, to seed variable expansion with their Env.
+//! ONBUILD triggers of base images and base stages, and the typed `Op`s). Nothing here runs or
+//! fetches anything; base images are only looked up in the local store, to seed variable
+//! expansion with their Env.
 
 mod error;
 mod expand;

@@ -5,6 +5,8 @@
 //! The `from=` option is not expanded (BuildKit refuses variables there) so that stage
 //! references are known before any stage is expanded; everything else is.
 
+use std::borrow::Cow;
+
 use mb_core::graph::{CopyFrom, MountKind, RunMount};
 
 const KNOWN_OPTIONS: &[&str] = &[
@@ -78,50 +80,47 @@ pub fn split_mount(value: &str) -> Result<MountSyntax, String> {
 }
 
 /// Go's `encoding/csv` rules for one record: a field that starts with `"` runs to the closing
-/// quote, and `""` inside it is one quote.
-fn csv_fields(text: &str) -> Result<Vec<String>, String> {
+/// quote, and `""` inside it is one quote. Unquoted fields borrow from `text`.
+fn csv_fields(text: &str) -> Result<Vec<Cow<'_, str>>, String> {
     let mut fields = Vec::new();
-    let mut chars = text.chars().peekable();
+    let mut rest = text;
     loop {
-        let mut field = String::new();
-        if chars.peek() == Some(&'"') {
-            chars.next();
-            loop {
-                match chars.next() {
-                    None => return Err(format!("RUN --mount: unterminated quote in `{text}`")),
-                    Some('"') if chars.peek() == Some(&'"') => {
-                        chars.next();
-                        field.push('"');
-                    }
-                    Some('"') => break,
-                    Some(ch) => field.push(ch),
+        let Some(quoted) = rest.strip_prefix('"') else {
+            match rest.split_once(',') {
+                Some((field, after)) => {
+                    fields.push(Cow::Borrowed(field));
+                    rest = after;
+                    continue;
                 }
-            }
-            match chars.next() {
                 None => {
-                    fields.push(field);
+                    fields.push(Cow::Borrowed(rest));
                     return Ok(fields);
                 }
-                Some(',') => {}
-                Some(_) => {
-                    return Err(format!(
-                        "RUN --mount: extraneous text after a quoted field in `{text}`"
-                    ))
-                }
             }
-        } else {
-            loop {
-                match chars.next() {
-                    None => {
-                        fields.push(field);
-                        return Ok(fields);
-                    }
-                    Some(',') => break,
-                    Some(ch) => field.push(ch),
+        };
+        let mut field = String::new();
+        let mut chars = quoted.char_indices().peekable();
+        let after_quote = loop {
+            match chars.next() {
+                None => return Err(format!("RUN --mount: unterminated quote in `{text}`")),
+                Some((_, '"')) if chars.peek().is_some_and(|(_, next)| *next == '"') => {
+                    chars.next();
+                    field.push('"');
                 }
+                Some((index, '"')) => break &quoted[index + 1..],
+                Some((_, ch)) => field.push(ch),
+            }
+        };
+        fields.push(Cow::Owned(field));
+        match after_quote.strip_prefix(',') {
+            Some(after) => rest = after,
+            None if after_quote.is_empty() => return Ok(fields),
+            None => {
+                return Err(format!(
+                    "RUN --mount: extraneous text after a quoted field in `{text}`"
+                ))
             }
         }
-        fields.push(field);
     }
 }
 
@@ -152,14 +151,16 @@ pub fn run_mount(
         let invalid = |what: &str| format!("RUN --mount: invalid {key} `{value}`: {what}");
         match key.as_str() {
             "type" => {
-                kind = match value.to_ascii_lowercase().as_str() {
-                    "bind" => MountKind::Bind,
-                    "cache" => MountKind::Cache,
-                    "tmpfs" => MountKind::Tmpfs,
-                    "secret" => MountKind::Secret,
-                    "ssh" => MountKind::Ssh,
-                    _ => return Err(invalid("use bind, cache, tmpfs, secret or ssh")),
-                }
+                kind = [
+                    MountKind::Bind,
+                    MountKind::Cache,
+                    MountKind::Tmpfs,
+                    MountKind::Secret,
+                    MountKind::Ssh,
+                ]
+                .into_iter()
+                .find(|kind| kind_name(*kind).eq_ignore_ascii_case(&value))
+                .ok_or_else(|| invalid("use bind, cache, tmpfs, secret or ssh"))?
             }
             "from" => {}
             "source" | "src" => mount.source = Some(value),
@@ -302,28 +303,15 @@ fn base_name(path: &str) -> &str {
         .unwrap_or("/")
 }
 
+/// The target made absolute against the working directory, which cannot be `/` itself.
 fn absolute_target(workdir: &str, target: &str) -> Result<String, String> {
-    let joined = if target.starts_with('/') {
-        target.to_string()
-    } else {
-        format!("{workdir}/{target}")
-    };
-    let mut parts: Vec<&str> = Vec::new();
-    for component in joined.split('/') {
-        match component {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            other => parts.push(other),
-        }
-    }
-    if parts.is_empty() {
+    let resolved = crate::stages::resolve_path(workdir, target);
+    if resolved == "/" {
         return Err(format!(
             "RUN --mount: invalid target `{target}`: cannot mount over /"
         ));
     }
-    Ok(format!("/{}", parts.join("/")))
+    Ok(resolved)
 }
 
 /// Go's `strconv.ParseBool`.

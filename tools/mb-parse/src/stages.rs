@@ -3,11 +3,14 @@
 //! ARG scope BuildKit would have at that point.
 //!
 //! Two passes: the first resolves every stage's base and COPY --from (syntax only, global ARGs),
-//! so the target's needs are known before anything else happens; the second walks only the
-//! needed stages in order, because a stage's variables depend on its base and on what ran
-//! before in it. Unused stages are never expanded and their base images never looked up.
+//! and the ONBUILD triggers a base stage hands to the stages built on it, so the target's needs
+//! are known before anything else happens; the second walks only the needed stages in order,
+//! because a stage's variables depend on its base and on what ran before in it. Unused stages
+//! are never expanded and their base images never looked up.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{BuildHasher, Hasher};
 
 use mb_core::graph::{
     ArgDecl, Base, Command, CopyFrom, Graph, Heredoc, Instruction, Location, NameValue, Op,
@@ -18,7 +21,7 @@ use mb_core::image::{ImageConfig, ONBUILD_FIELD};
 use crate::error::Problem;
 use crate::expand::{expand_heredoc, expand_word, Variables};
 use crate::instruction::{self, CommandText, CopySyntax, Parsed, Syntax};
-use crate::lexer;
+use crate::lexer::{self, RawInstruction};
 use crate::mount::{run_mount, MountContext};
 
 /// What the graph is built for, besides the Dockerfile text.
@@ -77,16 +80,43 @@ pub fn build_graph(
     images: &mut dyn BaseImages,
 ) -> Result<Graph, Vec<Problem>> {
     let lexed = lexer::lex(text).map_err(|problem| vec![problem])?;
-    let escape = lexed.directives.escape;
+    let lines = lexed.lines;
+    build(lexed.instructions, lexed.directives.escape, options, images).map_err(|mut problems| {
+        for problem in &mut problems {
+            problem.show_line_from(&lines);
+        }
+        problems
+    })
+}
+
+fn build(
+    instructions: Vec<RawInstruction<'_>>,
+    escape: char,
+    options: &Options,
+    images: &mut dyn BaseImages,
+) -> Result<Graph, Vec<Problem>> {
     let mut problems = Vec::new();
-    if lexed.instructions.is_empty() {
+    if instructions.is_empty() {
         return Err(vec![Problem::whole_file(
             "no instructions (the Dockerfile is empty or only comments)",
         )]);
     }
+    let n_instructions = instructions.len();
+    // Each stage's body gets its final size up front: growing vectors of instructions (which
+    // are large) was a visible share of the time in profiles.
+    let from_positions: Vec<usize> = instructions
+        .iter()
+        .enumerate()
+        .filter(|(_, raw)| raw.keyword.eq_ignore_ascii_case("FROM"))
+        .map(|(position, _)| position)
+        .collect();
+    let body_capacity = |from_position: usize| {
+        let next = from_positions.partition_point(|&position| position <= from_position);
+        from_positions.get(next).unwrap_or(&n_instructions) - from_position - 1
+    };
     let mut global_args = Vec::new();
-    let mut drafts: Vec<Draft> = Vec::new();
-    for raw in lexed.instructions {
+    let mut drafts: Vec<Draft> = Vec::with_capacity(from_positions.len());
+    for (position, raw) in instructions.into_iter().enumerate() {
         let parsed = match instruction::parse(raw, escape) {
             Ok(parsed) => parsed,
             Err(problem) => {
@@ -97,7 +127,7 @@ pub fn build_graph(
         match (&parsed.syntax, drafts.last_mut()) {
             (Syntax::From { .. }, _) => drafts.push(Draft {
                 from: parsed,
-                body: Vec::new(),
+                body: Vec::with_capacity(body_capacity(position)),
             }),
             (_, Some(draft)) => draft.body.push(parsed),
             (Syntax::Arg(_), None) => global_args.push(parsed),
@@ -131,10 +161,8 @@ pub fn build_graph(
     };
     builder.declare_globals(&global_args);
     let stage_names = builder.stage_names(&drafts);
-    let resolved: Vec<Resolved> = drafts
-        .iter()
-        .enumerate()
-        .map(|(index, draft)| builder.resolve(index, draft, &stage_names))
+    let resolved: Vec<Resolved> = (0..drafts.len())
+        .map(|index| builder.resolve(index, &drafts, &stage_names))
         .collect();
     let target = match &options.target {
         None => drafts.len() - 1,
@@ -159,21 +187,24 @@ pub fn build_graph(
     } else {
         needed_stages(target, &resolved)
     };
+    let build_args = declared_build_args(options, &global_args, &drafts);
     let mut scopes: Vec<Option<Scope>> = vec![None; drafts.len()];
     let mut stages = Vec::new();
-    for (index, (draft, resolved)) in drafts.iter().zip(&resolved).enumerate() {
+    // The drafts are consumed: each instruction's words move into the graph.
+    for (index, (draft, resolved)) in drafts.into_iter().zip(resolved).enumerate() {
         if !needed[index] {
             continue;
         }
-        let Some(base) = &resolved.base else {
+        let Some(base) = resolved.base else {
             continue;
         };
-        let mut triggers = Vec::new();
-        let scope = match base {
+        let mut triggers = resolved.triggers;
+        let scope = match &base {
             Base::Scratch => Some(Scope::from_config(ImageConfig::default())),
             Base::Image { reference } => {
                 let config = images.config(reference).unwrap_or_default();
-                triggers = builder.onbuild_triggers(index, draft, &config, &stage_names, &needed);
+                triggers =
+                    builder.image_onbuild_triggers(index, &draft, &config, &stage_names, &needed);
                 Some(Scope::from_config(config))
             }
             Base::Stage { index } => scopes[*index].clone(),
@@ -181,18 +212,19 @@ pub fn build_graph(
         let Some(mut scope) = scope else {
             continue;
         };
+        let name = draft.name().map(str::to_ascii_lowercase);
+        let location = builder.location(&draft.from);
         let body = triggers
-            .iter()
-            .map(|(parsed, references)| (parsed, references))
-            .chain(draft.body.iter().zip(&resolved.references));
+            .into_iter()
+            .chain(draft.body.into_iter().zip(resolved.references));
         let instructions = builder.dispatch_stage(body, &mut scope);
         scopes[index] = Some(scope);
         stages.push(Stage {
             index,
-            name: draft.name().map(str::to_ascii_lowercase),
-            location: builder.location(&draft.from),
-            base: base.clone(),
-            platform: resolved.platform.clone(),
+            name,
+            location,
+            base,
+            platform: resolved.platform,
             instructions,
         });
     }
@@ -204,7 +236,7 @@ pub fn build_graph(
         dockerfile: options.file.clone(),
         target,
         platform: options.platform.clone(),
-        build_args: declared_build_args(options, &global_args, &drafts),
+        build_args,
         stages,
     })
 }
@@ -232,6 +264,8 @@ struct Resolved {
     platform: Option<Platform>,
     /// What each body instruction refers to, by position in the body.
     references: Vec<References>,
+    /// The ONBUILD triggers of a base stage, to run first, with what they refer to.
+    triggers: Vec<(Parsed, References)>,
 }
 
 /// The other stages or images one instruction reads from.
@@ -259,7 +293,35 @@ impl References {
 #[derive(Debug, Clone, Default)]
 struct Vars {
     entries: Vec<(String, Option<String>)>,
-    index: HashMap<String, usize>,
+    index: HashMap<String, usize, NameHashing>,
+}
+
+/// FNV-1a for variable names. Every expanded variable and every ENV is looked up, and the
+/// default SipHash showed in profiles; its resistance to crafted collisions buys nothing here,
+/// where the only one slowed down by a crafted Dockerfile is its author.
+#[derive(Debug, Clone, Copy, Default)]
+struct NameHashing;
+
+impl BuildHasher for NameHashing {
+    type Hasher = NameHasher;
+
+    fn build_hasher(&self) -> NameHasher {
+        NameHasher(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+struct NameHasher(u64);
+
+impl Hasher for NameHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = (self.0 ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
 }
 
 impl Vars {
@@ -345,12 +407,12 @@ impl Scope {
         args
     }
 
-    fn command(&self, text: &CommandText) -> Command {
+    fn command(&self, text: CommandText) -> Command {
         match text {
-            CommandText::Exec(args) => Command::Exec { args: args.clone() },
+            CommandText::Exec(args) => Command::Exec { args },
             CommandText::Shell(script) => Command::Shell {
                 shell: self.shell.clone(),
-                script: script.clone(),
+                script,
             },
         }
     }
@@ -359,10 +421,9 @@ impl Scope {
 impl Variables for Scope {
     /// ENV wins over an ARG of the same name, whichever came first.
     fn value(&self, name: &str) -> Option<&str> {
-        if self.env.contains(name) {
-            self.env.value(name)
-        } else {
-            self.args.value(name)
+        match self.env.index.get(name) {
+            Some(&position) => self.env.entries[position].1.as_deref(),
+            None => self.args.value(name),
         }
     }
 }
@@ -382,13 +443,23 @@ impl Builder<'_> {
     fn location(&self, parsed: &Parsed) -> Location {
         Location {
             file: self.options.file.clone(),
-            line: parsed.raw.line,
-            end_line: parsed.raw.end_line,
+            line: parsed.line,
+            end_line: parsed.end_line,
         }
     }
 
-    fn expand(&self, word: &str, variables: &dyn Variables) -> Result<String, String> {
+    fn expand<'w>(&self, word: &'w str, variables: &dyn Variables) -> Result<Cow<'w, str>, String> {
         expand_word(word, self.escape, variables)
+    }
+
+    /// `word` expanded, keeping its allocation when expansion changes nothing.
+    fn expand_owned(&self, word: String, variables: &dyn Variables) -> Result<String, String> {
+        let changed = match self.expand(&word, variables) {
+            Ok(Cow::Borrowed(_)) => None,
+            Ok(Cow::Owned(expanded)) => Some(expanded),
+            Err(message) => return Err(message),
+        };
+        Ok(changed.unwrap_or(word))
     }
 
     fn declare_globals(&mut self, global_args: &[Parsed]) {
@@ -403,7 +474,7 @@ impl Builder<'_> {
                 let value = match (self.options.build_args.get(name), default) {
                     (Some(given), _) => Some(given.clone()),
                     (None, Some(default)) => match self.expand(default, &self.globals) {
-                        Ok(value) => Some(value),
+                        Ok(value) => Some(value.into_owned()),
                         Err(message) => {
                             self.problems.push(problem_at(parsed, message));
                             continue;
@@ -442,7 +513,13 @@ impl Builder<'_> {
         names
     }
 
-    fn resolve(&mut self, index: usize, draft: &Draft, names: &HashMap<String, usize>) -> Resolved {
+    fn resolve(
+        &mut self,
+        index: usize,
+        drafts: &[Draft],
+        names: &HashMap<String, usize>,
+    ) -> Resolved {
+        let draft = &drafts[index];
         let (base, platform) = match self.resolve_base(index, draft, names) {
             Ok((base, platform)) => (Some(base), platform),
             Err(message) => {
@@ -461,16 +538,38 @@ impl Builder<'_> {
                 }
             })
             .collect();
+        // The triggers of a base stage are in this Dockerfile, so they are known now and the
+        // stages they read count when pruning.
+        let triggers = match &base {
+            Some(Base::Stage { index: parent }) => {
+                let parent_draft = &drafts[*parent];
+                let text: String = parent_draft
+                    .body
+                    .iter()
+                    .filter_map(|parsed| match &parsed.syntax {
+                        Syntax::Onbuild(trigger) => Some([trigger.as_str(), "\n"]),
+                        _ => None,
+                    })
+                    .flatten()
+                    .collect();
+                let origin = match parent_draft.name() {
+                    Some(name) => format!("stage `{name}`"),
+                    None => format!("stage {parent}"),
+                };
+                self.onbuild_triggers(index, draft, &text, &origin, names, None)
+            }
+            _ => Vec::new(),
+        };
         Resolved {
             base,
             platform,
             references,
+            triggers,
         }
     }
 
-    /// The ONBUILD triggers of stage `index`'s base image, parsed as instructions placed on the
-    /// FROM line, with their references resolved. They run before the stage's own instructions.
-    fn onbuild_triggers(
+    /// The ONBUILD triggers recorded in the config of stage `index`'s base image.
+    fn image_onbuild_triggers(
         &mut self,
         index: usize,
         draft: &Draft,
@@ -481,12 +580,6 @@ impl Builder<'_> {
         let Some(serde_json::Value::Array(values)) = config.other.get(ONBUILD_FIELD) else {
             return Vec::new();
         };
-        let mut problem = |message: String| {
-            self.problems.push(problem_at(
-                &draft.from,
-                format!("ONBUILD trigger of the base image: {message}"),
-            ))
-        };
         let mut text = String::new();
         for value in values {
             match value.as_str() {
@@ -494,10 +587,34 @@ impl Builder<'_> {
                     text.push_str(trigger);
                     text.push('\n');
                 }
-                None => problem(format!("`{value}` is not an instruction")),
+                None => self.problems.push(onbuild_problem(
+                    draft,
+                    BASE_IMAGE,
+                    format!("`{value}` is not an instruction"),
+                )),
             }
         }
-        let lexed = match lexer::lex(&text) {
+        self.onbuild_triggers(index, draft, &text, BASE_IMAGE, names, Some(needed))
+    }
+
+    /// ONBUILD triggers (`text`: one per line, each followed by its heredocs), parsed as
+    /// instructions placed on stage `index`'s FROM line, with their references resolved. They
+    /// run before the stage's own instructions, as BuildKit runs those of a base image or of a
+    /// base stage (whose own triggers, once run, are not inherited further). `origin` names
+    /// where they come from in messages; `needed` is given when the stages were pruned without
+    /// knowing these triggers.
+    fn onbuild_triggers(
+        &mut self,
+        index: usize,
+        draft: &Draft,
+        text: &str,
+        origin: &str,
+        names: &HashMap<String, usize>,
+        needed: Option<&[bool]>,
+    ) -> Vec<(Parsed, References)> {
+        let mut problem =
+            |message: String| self.problems.push(onbuild_problem(draft, origin, message));
+        let lexed = match lexer::lex(text) {
             Ok(lexed) => lexed,
             Err(error) => {
                 problem(error.message);
@@ -506,9 +623,9 @@ impl Builder<'_> {
         };
         let mut triggers = Vec::new();
         for mut raw in lexed.instructions {
-            raw.line = draft.from.raw.line;
-            raw.end_line = draft.from.raw.end_line;
-            raw.source_line.clone_from(&draft.from.raw.source_line);
+            raw.line = draft.from.line;
+            raw.end_line = draft.from.end_line;
+            let written = raw.rest.clone();
             let keyword = raw.keyword.to_ascii_uppercase();
             if matches!(keyword.as_str(), "ONBUILD" | "FROM" | "MAINTAINER") {
                 problem(format!("{keyword} is not allowed as an ONBUILD trigger"));
@@ -530,10 +647,11 @@ impl Builder<'_> {
             };
             // Pruning happened before base images were read, so a trigger cannot pull in a
             // stage the target did not already need.
-            if let Some(stage) = references.stages().find(|stage| !needed[*stage]) {
+            let unneeded =
+                needed.and_then(|needed| references.stages().find(|stage| !needed[*stage]));
+            if let Some(stage) = unneeded {
                 problem(format!(
-                    "`{}` refers to stage {stage}, which the target does not otherwise need: not supported yet",
-                    parsed.raw.rest
+                    "`{written}` refers to stage {stage}, which the target does not otherwise need: not supported yet"
                 ));
                 continue;
             }
@@ -585,25 +703,35 @@ impl Builder<'_> {
             .map_err(|error| error.to_string())
     }
 
-    fn dispatch_stage<'p>(
+    fn dispatch_stage(
         &mut self,
-        body: impl Iterator<Item = (&'p Parsed, &'p References)>,
+        body: impl Iterator<Item = (Parsed, References)>,
         scope: &mut Scope,
     ) -> Vec<Instruction> {
         let mut instructions = Vec::with_capacity(body.size_hint().0);
         for (parsed, references) in body {
-            let mut heredocs = parsed.heredocs.clone();
-            match self.dispatch(parsed, references, &mut heredocs, scope) {
+            let location = self.location(&parsed);
+            let Parsed {
+                line,
+                keyword,
+                flags,
+                arguments,
+                form,
+                mut heredocs,
+                syntax,
+                ..
+            } = parsed;
+            match self.dispatch(syntax, references, &mut heredocs, scope) {
                 Ok(op) => instructions.push(Instruction {
-                    location: self.location(parsed),
-                    keyword: parsed.keyword.clone(),
-                    flags: parsed.flags.clone(),
-                    arguments: parsed.arguments.clone(),
-                    form: parsed.form,
+                    location,
+                    keyword: keyword.to_string(),
+                    flags,
+                    arguments,
+                    form,
                     heredocs,
                     op,
                 }),
-                Err(message) => self.problems.push(problem_at(parsed, message)),
+                Err(message) => self.problems.push(Problem::on_line(line, message)),
             }
         }
         instructions
@@ -613,24 +741,26 @@ impl Builder<'_> {
     /// word is expanded with the scope from before the instruction.
     fn dispatch(
         &self,
-        parsed: &Parsed,
-        references: &References,
+        syntax: Syntax,
+        references: References,
         heredocs: &mut [Heredoc],
         scope: &mut Scope,
     ) -> Result<Op, String> {
-        let expand = |word: &str| self.expand(word, &*scope);
-        let op = match &parsed.syntax {
+        let op = match syntax {
             Syntax::From { .. } => return Err("FROM inside a stage".to_string()),
             Syntax::Run {
                 command,
                 network,
                 mounts,
+                script,
             } => {
                 let mut ssh_index = 0;
                 let mut run_mounts = Vec::with_capacity(mounts.len());
-                for (position, syntax) in mounts.iter().enumerate() {
+                let expand = |word: &str| self.expand(word, &*scope).map(Cow::into_owned);
+                let mut mount_from = references.mount_from.into_iter();
+                for syntax in &mounts {
                     let context = MountContext {
-                        from: references.mount_from.get(position).cloned().flatten(),
+                        from: mount_from.next().flatten(),
                         workdir: &scope.workdir,
                         ssh_index,
                     };
@@ -643,40 +773,52 @@ impl Builder<'_> {
                 Op::Run {
                     command: scope.command(command),
                     args_env: scope.args_env(&self.proxy_args),
-                    network: network.clone(),
+                    network,
                     mounts: run_mounts,
+                    script,
                 }
             }
             Syntax::Copy(copy) => {
                 let sources = copy
                     .sources
-                    .iter()
-                    .map(|source| expand(source))
+                    .into_iter()
+                    .map(|source| self.expand_owned(source, &*scope))
                     .collect::<Result<Vec<_>, _>>()?;
                 check_sources(copy.add, &sources)?;
-                let checksum = match &copy.checksum {
+                let checksum = match copy.checksum {
                     None => None,
-                    Some(checksum) => Some(check_checksum(&expand(checksum)?, &sources)?),
+                    Some(checksum) => Some(check_checksum(
+                        self.expand_owned(checksum, &*scope)?,
+                        &sources,
+                    )?),
                 };
                 for heredoc in heredocs.iter_mut().filter(|heredoc| heredoc.expand) {
                     // mb-exec writes COPY heredocs as they are: it cannot know the ARGs in scope.
-                    heredoc.body = expand_heredoc(&heredoc.body, self.escape, &*scope)?;
+                    if let Cow::Owned(body) = expand_heredoc(&heredoc.body, self.escape, &*scope)? {
+                        heredoc.body = body;
+                    }
                     heredoc.expand = false;
                 }
-                let destination = expand(&copy.destination)?;
+                let destination = self.expand(&copy.destination, &*scope)?;
+                let destination = copy_destination(&scope.workdir, &destination);
+                let expand_flag = |value: Option<String>| {
+                    value
+                        .map(|value| self.expand_owned(value, &*scope))
+                        .transpose()
+                };
                 Op::Copy {
                     add: copy.add,
-                    from: references.copy_from.clone().unwrap_or(CopyFrom::Context),
+                    from: references.copy_from.unwrap_or(CopyFrom::Context),
                     sources,
-                    destination: copy_destination(&scope.workdir, &destination),
-                    chown: copy.chown.as_deref().map(expand).transpose()?,
-                    chmod: copy.chmod.as_deref().map(expand).transpose()?,
+                    destination,
+                    chown: expand_flag(copy.chown)?,
+                    chmod: expand_flag(copy.chmod)?,
                     link: copy.link,
                     checksum,
                 }
             }
             Syntax::Env(pairs) => {
-                let vars = expand_pairs("ENV", pairs, expand)?;
+                let vars = self.expand_pairs("ENV", pairs, scope)?;
                 for var in &vars {
                     // An ENV changes RUN's ARG environment only by hiding an ARG of its name.
                     if scope.args.contains(&var.name) || crate::is_proxy_arg(&var.name) {
@@ -687,59 +829,60 @@ impl Builder<'_> {
                 Op::Env { vars }
             }
             Syntax::Label(pairs) => Op::Label {
-                labels: expand_pairs("LABEL", pairs, expand)?,
+                labels: self.expand_pairs("LABEL", pairs, scope)?,
             },
             Syntax::Arg(declarations) => {
                 let mut args = Vec::with_capacity(declarations.len());
                 for (name, default) in declarations {
-                    let value = match (self.options.build_args.get(name), default) {
+                    let value = match (self.options.build_args.get(&name), default) {
                         (Some(given), _) => Some(given.clone()),
-                        (None, Some(default)) => Some(self.expand(default, &*scope)?),
-                        (None, None) => self.globals.value(name).map(str::to_string),
+                        (None, Some(default)) => Some(self.expand_owned(default, &*scope)?),
+                        (None, None) => self.globals.value(&name).map(str::to_string),
                     };
-                    scope.args.set(name, value.clone());
+                    scope.args.set(&name, value.clone());
                     scope.args_env = None;
-                    args.push(ArgDecl {
-                        name: name.clone(),
-                        value,
-                    });
+                    args.push(ArgDecl { name, value });
                 }
                 Op::Arg { args }
             }
             Syntax::Workdir(path) => {
-                let expanded = expand(path)?;
+                let expanded = self.expand(&path, &*scope)?;
                 if expanded.is_empty() {
                     return Err(format!("WORKDIR `{path}` expands to nothing"));
                 }
                 let path = resolve_path(&scope.workdir, &expanded);
-                scope.workdir = path.clone();
+                scope.workdir.clone_from(&path);
                 Op::Workdir { path }
             }
             Syntax::User(user) => {
-                let expanded = expand(user)?;
+                let expanded = self.expand(&user, &*scope)?;
                 if expanded.is_empty() {
                     return Err(format!("USER `{user}` expands to nothing"));
                 }
-                Op::User { user: expanded }
+                Op::User {
+                    user: expanded.into_owned(),
+                }
             }
             Syntax::StopSignal(signal) => {
-                let expanded = expand(signal)?;
+                let expanded = self.expand(&signal, &*scope)?;
                 if expanded.is_empty() || expanded.contains(char::is_whitespace) {
                     return Err(format!("STOPSIGNAL `{signal}` is not a signal"));
                 }
-                Op::StopSignal { signal: expanded }
+                Op::StopSignal {
+                    signal: expanded.into_owned(),
+                }
             }
             Syntax::Expose(words) => {
                 let mut ports = Vec::new();
-                for word in words {
-                    ports.extend(parse_port(&expand(word)?)?);
+                for word in &words {
+                    ports.extend(parse_port(&self.expand(word, &*scope)?)?);
                 }
                 Op::Expose { ports }
             }
             Syntax::Volume(paths) => {
                 let paths = paths
-                    .iter()
-                    .map(|path| expand(path))
+                    .into_iter()
+                    .map(|path| self.expand_owned(path, &*scope))
                     .collect::<Result<Vec<_>, _>>()?;
                 if paths.iter().any(String::is_empty) {
                     return Err("VOLUME paths cannot be empty".to_string());
@@ -753,24 +896,52 @@ impl Builder<'_> {
                 command: scope.command(command),
             },
             Syntax::Shell(shell) => {
-                scope.shell = shell.clone();
-                Op::Shell {
-                    shell: shell.clone(),
-                }
+                scope.shell.clone_from(&shell);
+                Op::Shell { shell }
             }
-            Syntax::Healthcheck(healthcheck) => Op::Healthcheck {
-                healthcheck: healthcheck.clone(),
-            },
-            Syntax::Onbuild(trigger) => Op::Onbuild {
-                trigger: trigger.clone(),
-            },
+            Syntax::Healthcheck(healthcheck) => Op::Healthcheck { healthcheck },
+            Syntax::Onbuild(trigger) => Op::Onbuild { trigger },
         };
         Ok(op)
     }
+
+    /// ENV and LABEL pairs, expanded; names cannot expand to nothing.
+    fn expand_pairs(
+        &self,
+        keyword: &str,
+        pairs: Vec<(String, String)>,
+        scope: &Scope,
+    ) -> Result<Vec<NameValue>, String> {
+        pairs
+            .into_iter()
+            .map(|(name, value)| {
+                let name = self.expand_owned(name, scope)?;
+                if name.is_empty() {
+                    return Err(format!("{keyword} names cannot be empty"));
+                }
+                Ok(NameValue {
+                    name,
+                    value: self.expand_owned(value, scope)?,
+                })
+            })
+            .collect()
+    }
 }
 
+/// Where ONBUILD triggers of a base image come from, in messages.
+const BASE_IMAGE: &str = "the base image";
+
+/// A problem with an ONBUILD trigger that `draft`'s stage runs, shown on its FROM line.
+fn onbuild_problem(draft: &Draft, origin: &str, message: String) -> Problem {
+    problem_at(
+        &draft.from,
+        format!("ONBUILD trigger of {origin}: {message}"),
+    )
+}
+
+/// A problem on `parsed`'s line; `build_graph` adds the line's text.
 fn problem_at(parsed: &Parsed, message: impl Into<String>) -> Problem {
-    Problem::at(parsed.raw.line, message, parsed.raw.source_line.clone())
+    Problem::on_line(parsed.line, message)
 }
 
 /// BuildKit's predefined platform ARGs.
@@ -898,7 +1069,11 @@ fn needed_stages(target: usize, resolved: &[Resolved]) -> Vec<bool> {
         if let Some(Base::Stage { index: base }) = &resolved[index].base {
             pending.push(*base);
         }
-        for references in &resolved[index].references {
+        let triggers = resolved[index]
+            .triggers
+            .iter()
+            .map(|(_, references)| references);
+        for references in resolved[index].references.iter().chain(triggers) {
             pending.extend(references.stages());
         }
     }
@@ -935,55 +1110,43 @@ fn declared_build_args(
     used
 }
 
-fn expand_pairs(
-    keyword: &str,
-    pairs: &[(String, String)],
-    expand: impl Fn(&str) -> Result<String, String>,
-) -> Result<Vec<NameValue>, String> {
-    pairs
-        .iter()
-        .map(|(name, value)| {
-            let name = expand(name)?;
-            if name.is_empty() {
-                return Err(format!("{keyword} names cannot be empty"));
-            }
-            Ok(NameValue {
-                name,
-                value: expand(value)?,
-            })
-        })
-        .collect()
-}
-
 /// Lexically cleans an absolute path (`/a/./b/../c` is `/a/c`); `..` cannot climb above `/`.
-fn clean_absolute(path: &str) -> String {
+/// A path that is already clean (most are) is returned as it is.
+fn clean_absolute(path: String) -> String {
     let already_clean = path.starts_with('/')
         && (path == "/" || !path.ends_with('/'))
         && !path[1..]
             .split('/')
             .any(|component| matches!(component, "" | "." | ".."));
     if already_clean {
-        return path.to_string();
+        return path;
     }
-    let mut parts: Vec<&str> = Vec::new();
+    let mut cleaned = String::with_capacity(path.len());
     for component in path.split('/') {
         match component {
             "" | "." => {}
             ".." => {
-                parts.pop();
+                let parent_end = cleaned.rfind('/').unwrap_or(0);
+                cleaned.truncate(parent_end);
             }
-            other => parts.push(other),
+            other => {
+                cleaned.push('/');
+                cleaned.push_str(other);
+            }
         }
     }
-    format!("/{}", parts.join("/"))
+    if cleaned.is_empty() {
+        cleaned.push('/');
+    }
+    cleaned
 }
 
-/// `path` made absolute against `workdir`.
-fn resolve_path(workdir: &str, path: &str) -> String {
+/// `path` made absolute against `workdir`, and cleaned.
+pub(crate) fn resolve_path(workdir: &str, path: &str) -> String {
     if path.starts_with('/') {
-        clean_absolute(path)
+        clean_absolute(path.to_string())
     } else {
-        clean_absolute(&format!("{workdir}/{path}"))
+        clean_absolute(format!("{workdir}/{path}"))
     }
 }
 
@@ -1005,20 +1168,26 @@ fn copy_destination(workdir: &str, destination: &str) -> String {
 }
 
 fn is_http_url(source: &str) -> bool {
-    let lowered = source.to_ascii_lowercase();
-    lowered.starts_with("http://") || lowered.starts_with("https://")
+    starts_with_ignoring_case(source, "http://") || starts_with_ignoring_case(source, "https://")
+}
+
+fn starts_with_ignoring_case(text: &str, prefix: &str) -> bool {
+    text.get(..prefix.len())
+        .is_some_and(|start| start.eq_ignore_ascii_case(prefix))
 }
 
 /// Git sources as BuildKit recognises them: `git@host:...`, `git://`, `ssh://`, a
 /// `github.com/` path, or an HTTP(S) URL whose path ends in `.git` (before any `#ref`).
 fn is_git_url(source: &str) -> bool {
-    let lowered = source.to_ascii_lowercase();
-    let without_fragment = lowered.split('#').next().unwrap_or_default();
-    lowered.starts_with("git@")
-        || lowered.starts_with("git://")
-        || lowered.starts_with("ssh://")
-        || lowered.starts_with("github.com/")
-        || (is_http_url(&lowered) && without_fragment.trim_end_matches('/').ends_with(".git"))
+    let without_fragment = source.split('#').next().unwrap_or_default();
+    let path = without_fragment.trim_end_matches('/');
+    ["git@", "git://", "ssh://", "github.com/"]
+        .iter()
+        .any(|prefix| starts_with_ignoring_case(source, prefix))
+        || (is_http_url(source)
+            && path
+                .get(path.len().saturating_sub(4)..)
+                .is_some_and(|end| end.eq_ignore_ascii_case(".git")))
 }
 
 /// ADD takes URLs (downloaded, not unpacked; mb-hash skips them) and local archives (unpacked)
@@ -1038,7 +1207,7 @@ fn check_sources(add: bool, sources: &[String]) -> Result<(), String> {
 }
 
 /// `--checksum=<algorithm>:<hex>` for ADD of HTTP(S) sources only, as BuildKit checks it.
-fn check_checksum(checksum: &str, sources: &[String]) -> Result<String, String> {
+fn check_checksum(checksum: String, sources: &[String]) -> Result<String, String> {
     let valid = checksum.split_once(':').is_some_and(|(algorithm, hex)| {
         let length = match algorithm {
             "sha256" => 64,
@@ -1061,19 +1230,22 @@ fn check_checksum(checksum: &str, sources: &[String]) -> Result<String, String> 
             "ADD --checksum is only for HTTP(S) sources, not `{source}`"
         ));
     }
-    Ok(checksum.to_string())
+    Ok(checksum)
 }
 
 /// `port[-port][/proto]`, a range giving one entry per port, as Docker records them.
 fn parse_port(spec: &str) -> Result<Vec<String>, String> {
     let invalid = || format!("invalid port `{spec}`: expected port[-port][/tcp|udp|sctp]");
     let (ports, protocol) = match spec.split_once('/') {
-        Some((ports, protocol)) => (ports, protocol.to_ascii_lowercase()),
-        None => (spec, "tcp".to_string()),
+        Some((ports, protocol)) => (ports, protocol),
+        None => (spec, "tcp"),
     };
-    if !matches!(protocol.as_str(), "tcp" | "udp" | "sctp") {
+    let Some(protocol) = ["tcp", "udp", "sctp"]
+        .into_iter()
+        .find(|known| known.eq_ignore_ascii_case(protocol))
+    else {
         return Err(invalid());
-    }
+    };
     let number = |text: &str| text.parse::<u16>().ok().filter(|port| *port != 0);
     let (first, last) = match ports.split_once('-') {
         Some((first, last)) => (number(first), number(last)),
@@ -1580,16 +1752,27 @@ mod tests {
     }
 
     #[test]
-    fn ten_thousand_instructions_parse_quickly() {
+    // How fast is the criterion bench's business (benches/parse.rs); this checks the result.
+    fn ten_thousand_instructions_keep_their_lines_and_expansions() {
         let mut text = String::from("FROM scratch\nARG A=1\n");
         for index in 0..10_000 {
             text.push_str(&format!("ENV V{index}=$A \\\n  W=x\nRUN echo {index}\n"));
         }
-        let started = std::time::Instant::now();
         let graph = graph(&text);
-        assert_eq!(graph.stages[0].instructions.len(), 20_001);
-        // Generous for an unoptimised test build; release builds take a few milliseconds.
-        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        let instructions = &graph.stages[0].instructions;
+        assert_eq!(instructions.len(), 20_001);
+        let last_env = &instructions[19_999];
+        assert_eq!(
+            (last_env.location.line, last_env.location.end_line),
+            (30_000, 30_001)
+        );
+        let Op::Env { vars } = &last_env.op else {
+            panic!("not an ENV: {last_env:?}");
+        };
+        assert_eq!(
+            (vars[0].name.as_str(), vars[0].value.as_str()),
+            ("V9999", "1")
+        );
     }
 
     #[test]
@@ -1672,6 +1855,98 @@ mod tests {
             Op::Onbuild {
                 trigger: "RUN echo child".into()
             }
+        );
+    }
+
+    #[test]
+    fn onbuild_triggers_of_a_base_stage_run_first_and_only_once() {
+        let text = "FROM scratch AS base\nARG WHO=parent\nONBUILD RUN echo $WHO\nONBUILD COPY <<EOF /who\n$WHO\nEOF\nRUN base\nFROM base AS child\nONBUILD RUN echo child\nRUN own\nFROM child\nRUN last\n";
+        let graph = graph(text);
+        let summary = |stage: &Stage| -> Vec<(String, u32)> {
+            stage
+                .instructions
+                .iter()
+                .map(|i| (format!("{} {}", i.keyword, i.arguments), i.location.line))
+                .collect()
+        };
+        let expected = |rows: &[(&str, u32)]| -> Vec<(String, u32)> {
+            rows.iter()
+                .map(|(text, line)| (text.to_string(), *line))
+                .collect()
+        };
+        assert_eq!(
+            summary(&graph.stages[1]),
+            expected(&[
+                ("RUN echo $WHO", 8),
+                ("COPY <<EOF /who", 8),
+                ("ONBUILD RUN echo child", 9),
+                ("RUN own", 10),
+            ])
+        );
+        assert_eq!(
+            graph.stages[1].instructions[1].heredocs[0].body, "parent\n",
+            "triggers see the scope the child inherits"
+        );
+        assert_eq!(
+            summary(&graph.stages[2]),
+            expected(&[("RUN echo child", 11), ("RUN last", 12)]),
+            "the grandchild runs the child's triggers, not the base's again"
+        );
+        assert_eq!(
+            summary(&graph.stages[0]),
+            expected(&[
+                ("ARG WHO=parent", 2),
+                ("ONBUILD RUN echo $WHO", 3),
+                ("ONBUILD COPY <<EOF /who", 4),
+                ("RUN base", 7),
+            ]),
+            "the base stage does not run its own triggers"
+        );
+    }
+
+    #[test]
+    fn stages_that_base_stage_triggers_read_are_kept() {
+        let text = "FROM scratch AS deps\nFROM scratch AS unused\nFROM scratch AS base\nONBUILD COPY --from=deps /x /x\nONBUILD RUN --mount=from=1,target=/m true\nFROM base\n";
+        let graph = graph(text);
+        let kept: Vec<usize> = graph.stages.iter().map(|stage| stage.index).collect();
+        assert_eq!(kept, [0, 1, 2, 3]);
+        let mut options = options();
+        options.target = Some("base".into());
+        let only_base = graph_with(text, &options, &mut Images::default());
+        let kept: Vec<usize> = only_base.stages.iter().map(|stage| stage.index).collect();
+        assert_eq!(kept, [2], "triggers read stages only where they run");
+        let child = graph.stages.iter().find(|stage| stage.index == 3);
+        let ops: Vec<&Op> = child
+            .map(|stage| stage.instructions.iter().map(|i| &i.op).collect())
+            .unwrap_or_default();
+        assert!(
+            matches!(
+                ops.first(),
+                Some(Op::Copy {
+                    from: CopyFrom::Stage { index: 0 },
+                    ..
+                })
+            ),
+            "{ops:?}"
+        );
+        assert!(
+            matches!(ops.get(1), Some(Op::Run { mounts, .. }) if mounts[0].from == Some(CopyFrom::Stage { index: 1 })),
+            "{ops:?}"
+        );
+    }
+
+    #[test]
+    fn base_stage_triggers_that_read_a_later_stage_are_reported_on_the_from_line() {
+        let text = "FROM scratch AS base\nONBUILD COPY --from=later a b\nFROM base\nFROM scratch AS later\n";
+        let mut options = options();
+        options.all_stages = true;
+        assert_eq!(
+            problems(text, &options),
+            [(
+                Some(3),
+                "ONBUILD trigger of stage `base`: stage `later` is used before it is defined"
+                    .to_string()
+            )]
         );
     }
 

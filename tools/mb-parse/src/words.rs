@@ -2,10 +2,13 @@
 //! the leading `--flags`, quote-aware words (ENV, LABEL, ARG), JSON arrays (exec form) and
 //! heredoc markers (`<<EOF`).
 
+use std::borrow::Cow;
+
 /// Splits the `--name[=value]` words off the front of `text`, as BuildKit's `extractBuilderFlags`
 /// does: quotes inside a flag are removed, `\` escapes the next character, and a lone `--` ends
-/// the flags. Returns the flag words (with their dashes) and the rest of the text.
-pub fn split_flags(text: &str) -> (Vec<String>, &str) {
+/// the flags. Returns the flag words (with their dashes) and the rest of the text. A word
+/// without quotes or escapes (nearly all) borrows from `text`.
+pub fn split_flags(text: &str) -> (Vec<Cow<'_, str>>, &str) {
     let mut flags = Vec::new();
     let mut rest = text;
     loop {
@@ -13,26 +16,13 @@ pub fn split_flags(text: &str) -> (Vec<String>, &str) {
         if !trimmed.starts_with("--") {
             return (flags, trimmed);
         }
-        let mut word = String::new();
-        let mut quote: Option<char> = None;
-        let mut end = trimmed.len();
-        let mut chars = trimmed.char_indices();
-        while let Some((index, ch)) = chars.next() {
-            match quote {
-                None if ch.is_whitespace() => {
-                    end = index;
-                    break;
-                }
-                None if ch == '\'' || ch == '"' => quote = Some(ch),
-                Some(open) if ch == open => quote = None,
-                _ if ch == '\\' => {
-                    if let Some((_, escaped)) = chars.next() {
-                        word.push(escaped);
-                    }
-                }
-                _ => word.push(ch),
-            }
-        }
+        let end = trimmed.find(char::is_whitespace).unwrap_or(trimmed.len());
+        let plain = &trimmed[..end];
+        let (word, end) = if plain.contains(['\'', '"', '\\']) {
+            unquote_flag(trimmed)
+        } else {
+            (Cow::Borrowed(plain), end)
+        };
         rest = &trimmed[end..];
         if word == "--" {
             return (flags, rest.trim_start());
@@ -41,53 +31,68 @@ pub fn split_flags(text: &str) -> (Vec<String>, &str) {
     }
 }
 
-/// Splits on white space outside quotes, keeping the quotes and escapes in the words (they are
-/// removed later by expansion). The escape character keeps the next character in the word.
-pub fn quote_aware_words(text: &str, escape: char) -> Vec<String> {
-    let mut words = Vec::new();
+/// One flag word with quotes removed and escapes applied; white space inside quotes does not
+/// end it. Returns the word and where it ends in `text`.
+fn unquote_flag(text: &str) -> (Cow<'_, str>, usize) {
     let mut word = String::new();
-    let mut in_word = false;
     let mut quote: Option<char> = None;
-    let mut chars = text.chars().peekable();
-    while let Some(ch) = chars.next() {
+    let mut end = text.len();
+    let mut chars = text.char_indices();
+    while let Some((index, ch)) = chars.next() {
         match quote {
             None if ch.is_whitespace() => {
-                if in_word {
-                    words.push(std::mem::take(&mut word));
-                    in_word = false;
+                end = index;
+                break;
+            }
+            None if ch == '\'' || ch == '"' => quote = Some(ch),
+            Some(open) if ch == open => quote = None,
+            _ if ch == '\\' => {
+                if let Some((_, escaped)) = chars.next() {
+                    word.push(escaped);
+                }
+            }
+            _ => word.push(ch),
+        }
+    }
+    (Cow::Owned(word), end)
+}
+
+/// Splits on white space outside quotes, keeping the quotes and escapes in the words (they are
+/// removed later by expansion). The escape character keeps the next character in the word, so
+/// each word is a slice of `text` (less a lone escape at the very end, which is dropped).
+pub fn quote_aware_words(text: &str, escape: char) -> Vec<&str> {
+    let mut words = Vec::new();
+    let mut start: Option<usize> = None;
+    let mut quote: Option<char> = None;
+    let mut chars = text.char_indices();
+    while let Some((index, ch)) = chars.next() {
+        match quote {
+            None if ch.is_whitespace() => {
+                if let Some(word_start) = start.take() {
+                    words.push(&text[word_start..index]);
                 }
             }
             None => {
-                in_word = true;
+                start.get_or_insert(index);
                 if ch == '\'' || ch == '"' {
                     quote = Some(ch);
-                    word.push(ch);
-                } else if ch == escape {
-                    if let Some(escaped) = chars.next() {
-                        word.push(ch);
-                        word.push(escaped);
-                    }
-                } else {
-                    word.push(ch);
+                } else if ch == escape && chars.next().is_none() {
+                    words.push(&text[start.unwrap_or(index)..index]);
+                    return words;
                 }
             }
             Some(open) => {
                 if ch == open {
                     quote = None;
-                    word.push(ch);
-                } else if ch == escape && open != '\'' {
-                    if let Some(escaped) = chars.next() {
-                        word.push(ch);
-                        word.push(escaped);
-                    }
-                } else {
-                    word.push(ch);
+                } else if ch == escape && open != '\'' && chars.next().is_none() {
+                    words.push(&text[start.unwrap_or(index)..index]);
+                    return words;
                 }
             }
         }
     }
-    if in_word {
-        words.push(word);
+    if let Some(word_start) = start {
+        words.push(&text[word_start..]);
     }
     words
 }
@@ -109,6 +114,11 @@ pub fn parse_json_array(text: &str) -> MaybeJson {
     let text = text.trim_start();
     if !text.starts_with('[') {
         return MaybeJson::NotJson;
+    }
+    // Arrays of strings are the common case: read them as such, and look at the values only
+    // to tell an array of something else from text that is not JSON.
+    if let Ok(strings) = serde_json::from_str::<Vec<String>>(text) {
+        return MaybeJson::Strings(strings);
     }
     match serde_json::from_str::<Vec<serde_json::Value>>(text) {
         Err(_) => MaybeJson::NotJson,
@@ -191,6 +201,10 @@ mod tests {
         assert_eq!(quote_aware_words("  ", '\\'), Vec::<String>::new());
         assert_eq!(quote_aware_words("x=\"\"", '\\'), ["x=\"\""]);
         assert_eq!(quote_aware_words("a=`\" b", '`'), ["a=`\"", "b"]);
+        // A lone escape at the very end is dropped, inside quotes or not.
+        assert_eq!(quote_aware_words("a b\\", '\\'), ["a", "b"]);
+        assert_eq!(quote_aware_words("a \\", '\\'), ["a", ""]);
+        assert_eq!(quote_aware_words("x=\"y\\", '\\'), ["x=\"y"]);
     }
 
     #[test]
