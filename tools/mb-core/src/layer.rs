@@ -2,6 +2,13 @@
 //! request), with extended attributes as PAX `SCHILY.xattr.*` records and the diff id
 //! (digest of the tar) and the blob digest computed in the same single pass that writes them.
 //!
+//! Writing is one pass over the files, on two threads plus compression workers: the caller's
+//! thread reads files into the tar stream (and whatever checks its reader does), a second one
+//! hashes that stream for the diff id, compresses it and hashes and writes the blob (see
+//! `Handoff`); zstd compresses on as many workers as the machine has cores (see `zstd_workers`
+//! for why that keeps blobs reproducible). Bytes move in 1 MiB pieces, so syscalls and per-call
+//! costs stay small beside the work on the bytes.
+//!
 //! Also the two conversions between a directory and a layer that overlayfs needs:
 //! [`write_tree`] turns an overlay upper directory (or any root filesystem) into a layer,
 //! mapping overlay whiteouts (0/0 character devices, `trusted.overlay.opaque`) to OCI whiteouts
@@ -9,12 +16,14 @@
 //! an overlay lower directory as it is.
 
 use std::collections::HashMap;
-use std::ffi::OsStr;
+use std::ffi::{CString, OsStr};
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::thread::JoinHandle;
 
 use flate2::write::GzEncoder;
 use serde::{Deserialize, Serialize};
@@ -37,6 +46,29 @@ const OVERLAY_XATTR_PREFIX: &str = "trusted.overlay.";
 pub const LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
 /// The zstd level layers are written with: the zstd tool's default.
 const ZSTD_LEVEL: i32 = 3;
+/// How much of the tar stream is gathered (file contents read straight into it) before it is
+/// handed over to be hashed and compressed: large enough that syscalls and per-call overheads
+/// vanish against the work on the bytes, small enough to stay in cache.
+const COPY_CHUNK: usize = 1 << 20;
+/// Chunks in flight between the two threads: enough to ride out a slow write or a burst of small
+/// files, few enough to bound memory to a few MiB.
+const CHUNKS_IN_FLIGHT: usize = 4;
+
+/// How many threads compress a zstd layer: one per core.
+///
+/// The blob is the same whatever this number is: libzstd's streaming multithreaded mode cuts the
+/// input into jobs by size alone (the job size follows from the level, never from the worker
+/// count) and emits them in order, so any count of 1 or more gives the same bytes. Only 0 (the
+/// single-threaded mode) would give different ones, which is why the count is never 0: a 1-core
+/// machine and a 64-core one write the same digest for the same files. The test
+/// `zstd_blobs_do_not_depend_on_the_number_of_workers` holds this to it.
+fn zstd_workers() -> u32 {
+    std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .try_into()
+        .unwrap_or(u32::MAX)
+        .max(1)
+}
 
 /// How a layer blob is compressed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -99,6 +131,122 @@ impl Write for Sink {
     }
 }
 
+/// Passes what is written to it, in [`COPY_CHUNK`] pieces, to a thread of its own that writes
+/// them into `W`: the hashing, compressing and writing done by `W` then overlap with the reading
+/// done by the writer's caller. Chunk buffers come back to be reused, so steady state allocates
+/// nothing.
+///
+/// An error of `W` surfaces at the next write or at [`Handoff::finish`]. Dropping a `Handoff`
+/// waits for the thread, so `W` (and the temporary blob file it holds) is gone when it returns.
+struct Handoff<W: Write + Send + 'static> {
+    /// The chunk being filled.
+    chunk: Vec<u8>,
+    sender: Option<SyncSender<Vec<u8>>>,
+    /// Emptied chunks coming back.
+    returned: Receiver<Vec<u8>>,
+    thread: Option<JoinHandle<io::Result<W>>>,
+}
+
+impl<W: Write + Send + 'static> Handoff<W> {
+    fn new(mut inner: W) -> io::Result<Handoff<W>> {
+        let (sender, received) = mpsc::sync_channel::<Vec<u8>>(CHUNKS_IN_FLIGHT);
+        let (give_back, returned) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("layer-writer".to_string())
+            .spawn(move || {
+                for mut chunk in received {
+                    inner.write_all(&chunk)?;
+                    chunk.clear();
+                    // The other side is gone only when it stopped writing anyway.
+                    let _ = give_back.send(chunk);
+                }
+                Ok(inner)
+            })?;
+        Ok(Handoff {
+            chunk: Vec::with_capacity(COPY_CHUNK),
+            sender: Some(sender),
+            returned,
+            thread: Some(thread),
+        })
+    }
+
+    /// Reads at most `limit` bytes from `reader` straight into the stream, without copying them
+    /// through another buffer first; Ok(0) at the reader's end.
+    fn read_from(&mut self, reader: &mut impl Read, limit: usize) -> io::Result<usize> {
+        if self.chunk.len() == self.chunk.capacity() {
+            self.send_chunk()?;
+        }
+        let start = self.chunk.len();
+        let end = start + limit.min(self.chunk.capacity() - start);
+        // Zeroing first keeps this safe Rust; it costs a fraction of the read's own copy.
+        self.chunk.resize(end, 0);
+        let n_read = loop {
+            match reader.read(&mut self.chunk[start..end]) {
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                other => break other,
+            }
+        };
+        self.chunk.truncate(start + *n_read.as_ref().unwrap_or(&0));
+        n_read
+    }
+
+    fn send_chunk(&mut self) -> io::Result<()> {
+        let next = self
+            .returned
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(COPY_CHUNK));
+        let full = std::mem::replace(&mut self.chunk, next);
+        let sent = self.sender.as_ref().map(|sender| sender.send(full));
+        match sent {
+            Some(Ok(())) => Ok(()),
+            // The thread stopped: its error says why.
+            _ => self.join().and(Err(io::ErrorKind::BrokenPipe.into())),
+        }
+    }
+
+    fn join(&mut self) -> io::Result<W> {
+        self.sender = None;
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(outcome)) => outcome,
+            Some(Err(_)) => Err(io::Error::other("the layer writing thread panicked")),
+            None => Err(io::Error::other("the layer writing thread already ended")),
+        }
+    }
+
+    /// Sends what is left and returns `W` once everything is written into it.
+    fn finish(mut self) -> io::Result<W> {
+        if !self.chunk.is_empty() {
+            self.send_chunk()?;
+        }
+        self.join()
+    }
+}
+
+impl<W: Write + Send + 'static> Write for Handoff<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.chunk.len() == self.chunk.capacity() {
+            self.send_chunk()?;
+        }
+        let n_taken = buf.len().min(self.chunk.capacity() - self.chunk.len());
+        self.chunk.extend_from_slice(&buf[..n_taken]);
+        Ok(n_taken)
+    }
+
+    /// Flushing is left to [`Handoff::finish`]: a zstd flush would end a compression job early
+    /// and change the blob.
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<W: Write + Send + 'static> Drop for Handoff<W> {
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            let _ = self.join();
+        }
+    }
+}
+
 /// Ownership, permissions and time of an entry written into a layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EntryMeta {
@@ -127,14 +275,19 @@ impl EntryMeta {
 
 /// Streams tar entries into a new layer blob in the store.
 pub struct LayerWriter {
-    builder: tar::Builder<HashingWriter<Sink>>,
+    builder: tar::Builder<Handoff<HashingWriter<Sink>>>,
     compression: Compression,
 }
 
 impl LayerWriter {
     /// Starts a layer blob in `store`.
     pub fn new(store: &Store, compression: Compression) -> Result<LayerWriter, CoreError> {
-        let mut builder = tar::Builder::new(HashingWriter::new(Sink::open(store, compression)?));
+        LayerWriter::with_sink(Sink::open(store, compression, zstd_workers())?, compression)
+    }
+
+    fn with_sink(sink: Sink, compression: Compression) -> Result<LayerWriter, CoreError> {
+        let handoff = Handoff::new(HashingWriter::new(sink)).map_err(Self::io_error)?;
+        let mut builder = tar::Builder::new(handoff);
         builder.mode(tar::HeaderMode::Complete);
         builder.follow_symlinks(false);
         Ok(LayerWriter {
@@ -167,17 +320,38 @@ impl LayerWriter {
             .map_err(Self::io_error)
     }
 
-    /// Adds a regular file with `size` bytes read from `content`.
+    /// Adds a regular file with the first `size` bytes read from `content`; content that ends
+    /// before `size` bytes is an [`io::ErrorKind::UnexpectedEof`] error (the file shrank after it
+    /// was measured), and the layer must then be dropped.
     pub fn file(
         &mut self,
         path: &str,
         meta: EntryMeta,
         size: u64,
-        content: impl Read,
+        mut content: impl Read,
     ) -> Result<(), CoreError> {
         let mut header = Self::header(tar::EntryType::Regular, meta, size);
+        // The tar crate would copy the body 8 KiB at a time; given no body, it writes the header
+        // (and any long-name entry before it) alone, and the body is read in here.
         self.builder
-            .append_data(&mut header, path, content.take(size))
+            .append_data(&mut header, path, io::empty())
+            .map_err(Self::io_error)?;
+        let tar = self.builder.get_mut();
+        let mut remaining = size;
+        while remaining > 0 {
+            let limit = usize::try_from(remaining).unwrap_or(usize::MAX);
+            match tar.read_from(&mut content, limit).map_err(Self::io_error)? {
+                0 => {
+                    return Err(Self::io_error(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("{path} ended {remaining} bytes short of its size {size}"),
+                    )))
+                }
+                n_read => remaining -= n_read as u64,
+            }
+        }
+        let padding = (512 - size % 512) % 512;
+        tar.write_all(&[0; 512][..padding as usize])
             .map_err(Self::io_error)
     }
 
@@ -275,14 +449,18 @@ impl LayerWriter {
 
     /// Finishes the tar and the compression and moves the blob into the store.
     pub fn finish(self) -> Result<LayerRef, CoreError> {
-        let hashing = self.builder.into_inner().map_err(Self::io_error)?;
+        let hashing = self
+            .builder
+            .into_inner()
+            .and_then(Handoff::finish)
+            .map_err(Self::io_error)?;
         Sink::finish(hashing, self.compression)
     }
 }
 
 impl Sink {
     /// A new blob in `store` that compresses what is written to it.
-    fn open(store: &Store, compression: Compression) -> Result<Sink, CoreError> {
+    fn open(store: &Store, compression: Compression, zstd_workers: u32) -> Result<Sink, CoreError> {
         let blob = store.blob_writer()?;
         Ok(match compression {
             // No file name and mtime 0 in the gzip header keep the blob reproducible.
@@ -291,9 +469,14 @@ impl Sink {
                     .mtime(0)
                     .write(blob, flate2::Compression::fast()),
             ),
-            Compression::Zstd => Sink::Zstd(
-                zstd::Encoder::new(blob, ZSTD_LEVEL).map_err(CoreError::io(store.tmp_dir()))?,
-            ),
+            Compression::Zstd => {
+                let mut encoder =
+                    zstd::Encoder::new(blob, ZSTD_LEVEL).map_err(CoreError::io(store.tmp_dir()))?;
+                encoder
+                    .multithread(zstd_workers)
+                    .map_err(CoreError::io(store.tmp_dir()))?;
+                Sink::Zstd(encoder)
+            }
             Compression::None => Sink::Plain(blob),
         })
     }
@@ -350,8 +533,19 @@ pub fn recompress(
         return Ok(layer.clone());
     }
     let mut tar = open_tar(store, layer)?;
-    let mut hashing = HashingWriter::new(Sink::open(store, compression)?);
-    io::copy(&mut tar, &mut hashing).map_err(CoreError::io(store.blob_path(&layer.digest)))?;
+    let blob_path = store.blob_path(&layer.digest);
+    let mut handoff = Handoff::new(HashingWriter::new(Sink::open(
+        store,
+        compression,
+        zstd_workers(),
+    )?))
+    .map_err(LayerWriter::io_error)?;
+    while handoff
+        .read_from(&mut tar, COPY_CHUNK)
+        .map_err(CoreError::io(&blob_path))?
+        > 0
+    {}
+    let hashing = handoff.finish().map_err(LayerWriter::io_error)?;
     Sink::finish(hashing, compression)
 }
 
@@ -393,7 +587,7 @@ fn pax_record(key: &str, value: &[u8]) -> Vec<u8> {
 /// The extended attributes of `path` (not following symlinks) that belong in a layer: all but
 /// overlayfs's own.
 pub fn read_xattrs(path: &Path) -> Vec<(String, Vec<u8>)> {
-    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+    let Ok(c_path) = CString::new(path.as_os_str().as_bytes()) else {
         return Vec::new();
     };
     let mut names = vec![0u8; 1024];
@@ -410,6 +604,97 @@ pub fn read_xattrs(path: &Path) -> Vec<(String, Vec<u8>)> {
         .filter(|name| !name.is_empty() && !name.starts_with(OVERLAY_XATTR_PREFIX))
         .filter_map(|name| Some((name.to_string(), read_xattr(path, name)?)))
         .collect()
+}
+
+/// Whether overlayfs marked a directory opaque (deleted and made again in the upper layer).
+pub fn is_overlay_opaque(path: &Path) -> bool {
+    matches!(
+        read_xattr(path, OVERLAY_OPAQUE_XATTR).as_deref(),
+        Some(b"y")
+    )
+}
+
+/// Makes an overlayfs whiteout (a 0/0 character device) at `path`, hiding what lower layers
+/// hold there. overlayfs itself refuses them, so a store on overlayfs (a container's own root,
+/// say) fails here: the error says so and what to do.
+pub fn make_overlay_whiteout(path: &Path) -> Result<(), CoreError> {
+    nix::sys::stat::mknod(
+        path,
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::empty(),
+        0,
+    )
+    .map_err(|errno| match errno {
+        nix::errno::Errno::EPERM => CoreError::Store {
+            path: path.to_path_buf(),
+            reason: format!(
+                "cannot make an overlay whiteout (a 0/0 character device): {errno}; is the \
+                 store on overlayfs, which refuses them? Put it on ext4, xfs, btrfs or tmpfs \
+                 (--store or MEMOBUILD_STORE, e.g. on a volume)"
+            ),
+        },
+        other => CoreError::io(path)(other.into()),
+    })
+}
+
+/// Marks a directory opaque as overlayfs does, hiding what lower layers hold below it.
+pub fn set_overlay_opaque(path: &Path) -> Result<(), CoreError> {
+    set_xattr(path, OVERLAY_OPAQUE_XATTR, b"y")
+}
+
+fn read_xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
+    let (c_path, c_name) = c_strings(path, name).ok()?;
+    let mut buffer = vec![0u8; 256];
+    // SAFETY: both strings are NUL-terminated and the buffer's length is passed with it.
+    let n_bytes = unsafe {
+        libc::lgetxattr(
+            c_path.as_ptr(),
+            c_name.as_ptr(),
+            buffer.as_mut_ptr().cast(),
+            buffer.len(),
+        )
+    };
+    (n_bytes >= 0).then(|| buffer[..n_bytes as usize].to_vec())
+}
+
+/// Sets the extended attribute `name` of `path` (not following symlinks) to `value`.
+pub fn set_xattr(path: &Path, name: &str, value: &[u8]) -> Result<(), CoreError> {
+    let (c_path, c_name) = c_strings(path, name)?;
+    // SAFETY: both strings are NUL-terminated and the value's length is passed with it.
+    let status = unsafe {
+        libc::lsetxattr(
+            c_path.as_ptr(),
+            c_name.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    if status == 0 {
+        Ok(())
+    } else {
+        Err(CoreError::io(path)(io::Error::last_os_error()))
+    }
+}
+
+/// Removes the extended attribute `name` of `path` (not following symlinks).
+pub fn remove_xattr(path: &Path, name: &str) -> Result<(), CoreError> {
+    let (c_path, c_name) = c_strings(path, name)?;
+    // SAFETY: both strings are NUL-terminated.
+    if unsafe { libc::lremovexattr(c_path.as_ptr(), c_name.as_ptr()) } == 0 {
+        Ok(())
+    } else {
+        Err(CoreError::io(path)(io::Error::last_os_error()))
+    }
+}
+
+/// The path and xattr name as C strings; a NUL inside either is an invalid-input error on `path`.
+fn c_strings(path: &Path, name: &str) -> Result<(CString, CString), CoreError> {
+    let invalid = |_| CoreError::io(path)(io::Error::from(io::ErrorKind::InvalidInput));
+    Ok((
+        CString::new(path.as_os_str().as_bytes()).map_err(invalid)?,
+        CString::new(name).map_err(invalid)?,
+    ))
 }
 
 fn split_parent(path: &str) -> (&str, &str) {
@@ -435,6 +720,32 @@ pub struct TreeOptions {
     pub clamp_mtime: Option<u64>,
     /// Translate overlayfs whiteouts and opaque directories into OCI whiteouts.
     pub overlay_whiteouts: bool,
+    /// Asked before every entry and every read of a file's content: when it says the build is
+    /// stopping, writing ends with an error there rather than at the end of the tree.
+    pub stopping: Option<fn() -> bool>,
+}
+
+/// A file's content that fails as soon as `stopping` says so.
+struct StoppableRead<R> {
+    inner: R,
+    stopping: Option<fn() -> bool>,
+}
+
+impl<R: Read> Read for StoppableRead<R> {
+    fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+        check_stopping(self.stopping).map_err(io::Error::other)?;
+        self.inner.read(buffer)
+    }
+}
+
+/// The error [`write_tree`] ends with when asked to stop.
+const STOPPING: &str = "the build is stopping";
+
+fn check_stopping(stopping: Option<fn() -> bool>) -> Result<(), &'static str> {
+    match stopping {
+        Some(stopping) if stopping() => Err(STOPPING),
+        _ => Ok(()),
+    }
 }
 
 /// Writes everything below `root` into `layer`, in sorted order, with paths relative to `root`.
@@ -462,6 +773,10 @@ fn write_dir_entries(
     names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
     for name in names {
         let path = dir.join(&name);
+        check_stopping(options.stopping).map_err(|reason| CoreError::Store {
+            path: path.clone(),
+            reason: reason.to_string(),
+        })?;
         let name_text = name.to_str().ok_or_else(|| CoreError::Store {
             path: path.clone(),
             reason: "file name is not UTF-8".to_string(),
@@ -493,7 +808,10 @@ fn write_dir_entries(
                 }
                 hardlinks.insert(inode, entry_relative.clone());
             }
-            let file = File::open(&path).map_err(CoreError::io(&path))?;
+            let file = StoppableRead {
+                inner: File::open(&path).map_err(CoreError::io(&path))?,
+                stopping: options.stopping,
+            };
             layer.file(&entry_relative, meta, metadata.len(), file)?;
         } else if is_whiteout {
             layer.whiteout(&entry_relative)?;
@@ -504,43 +822,6 @@ fn write_dir_entries(
         }
     }
     Ok(())
-}
-
-/// Whether overlayfs marked a directory opaque (deleted and made again in the upper layer).
-pub fn is_overlay_opaque(path: &Path) -> bool {
-    matches!(
-        read_xattr(path, OVERLAY_OPAQUE_XATTR).as_deref(),
-        Some(b"y")
-    )
-}
-
-fn read_xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
-    let path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
-    let name = std::ffi::CString::new(name).ok()?;
-    let mut buffer = vec![0u8; 256];
-    // SAFETY: both strings are NUL-terminated and the buffer's length is passed with it.
-    let n_bytes = unsafe {
-        libc::lgetxattr(
-            path.as_ptr(),
-            name.as_ptr(),
-            buffer.as_mut_ptr().cast(),
-            buffer.len(),
-        )
-    };
-    (n_bytes >= 0).then(|| buffer[..n_bytes as usize].to_vec())
-}
-
-fn set_overlay_opaque(path: &Path) -> io::Result<()> {
-    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())?;
-    let name = std::ffi::CString::new(OVERLAY_OPAQUE_XATTR)?;
-    // SAFETY: both strings are NUL-terminated; the value is one byte long, as passed.
-    let status =
-        unsafe { libc::lsetxattr(c_path.as_ptr(), name.as_ptr(), b"y".as_ptr().cast(), 1, 0) };
-    if status == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
 }
 
 /// Unpacks a layer blob into `dest` (which must not exist yet) in overlayfs form: OCI whiteouts
@@ -586,19 +867,12 @@ pub fn unpack_tar(reader: impl Read, dest: &Path) -> Result<(), CoreError> {
         let name_bytes = file_name.as_bytes();
         if name_bytes == OPAQUE_MARKER.as_bytes() {
             if let Some(parent) = target.parent() {
-                set_overlay_opaque(parent).map_err(CoreError::io(parent))?;
+                set_overlay_opaque(parent)?;
             }
             continue;
         }
         if let Some(hidden) = name_bytes.strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
-            let whiteout = target.with_file_name(OsStr::from_bytes(hidden));
-            nix::sys::stat::mknod(
-                &whiteout,
-                nix::sys::stat::SFlag::S_IFCHR,
-                nix::sys::stat::Mode::empty(),
-                0,
-            )
-            .map_err(|errno| CoreError::io(&whiteout)(errno.into()))?;
+            make_overlay_whiteout(&target.with_file_name(OsStr::from_bytes(hidden)))?;
             continue;
         }
         if entry.header().entry_type() == tar::EntryType::Directory {
@@ -747,6 +1021,37 @@ mod tests {
     }
 
     #[test]
+    fn writing_a_tree_ends_inside_a_file_when_asked_to_stop() -> Result<(), CoreError> {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        // Asked once per entry and once per read: the third question comes from inside the
+        // content of `big`, after its first read.
+        static N_ASKED: AtomicUsize = AtomicUsize::new(0);
+        fn stop_at_the_third_question() -> bool {
+            N_ASKED.fetch_add(1, Ordering::SeqCst) >= 2
+        }
+        let dir = tempdir()?;
+        let store = Store::open(dir.path().join("store"))?;
+        let tree = dir.path().join("tree");
+        fs::create_dir_all(&tree).map_err(CoreError::io(&tree))?;
+        fs::write(tree.join("big"), vec![7u8; 4 << 20]).map_err(CoreError::io(&tree))?;
+        let mut writer = LayerWriter::new(&store, Compression::None)?;
+        let written = write_tree(
+            &mut writer,
+            &tree,
+            TreeOptions {
+                stopping: Some(stop_at_the_third_question),
+                ..Default::default()
+            },
+        );
+        let Err(error) = written else {
+            panic!("the whole tree was written");
+        };
+        assert!(error.to_string().contains(STOPPING), "{error}");
+        assert_eq!(N_ASKED.load(Ordering::SeqCst), 3);
+        Ok(())
+    }
+
+    #[test]
     fn pax_records_count_their_own_length() {
         assert_eq!(pax_record("a", b"b"), b"6 a=b\n");
         let long = pax_record("k", &[b'v'; 5]);
@@ -761,19 +1066,7 @@ mod tests {
         fs::create_dir_all(&tree).map_err(CoreError::io(&tree))?;
         fs::write(tree.join("a"), b"same inode").map_err(CoreError::io(&tree))?;
         fs::hard_link(tree.join("a"), tree.join("b")).map_err(CoreError::io(&tree))?;
-        let c_path = std::ffi::CString::new(tree.join("a").as_os_str().as_bytes())
-            .map_err(|_| CoreError::io("x")(io::ErrorKind::InvalidInput.into()))?;
-        // SAFETY: NUL-terminated strings and the value's length.
-        let set = unsafe {
-            libc::lsetxattr(
-                c_path.as_ptr(),
-                c"user.colour".as_ptr(),
-                b"blue".as_ptr().cast(),
-                4,
-                0,
-            )
-        };
-        let xattrs_supported = set == 0;
+        let xattrs_supported = set_xattr(&tree.join("a"), "user.colour", b"blue").is_ok();
         let mut writer = LayerWriter::new(&store, Compression::Zstd)?;
         write_tree(&mut writer, &tree, TreeOptions::default())?;
         let layer = writer.finish()?;
@@ -792,6 +1085,113 @@ mod tests {
             );
         }
         Ok(())
+    }
+
+    #[test]
+    fn xattrs_are_set_and_removed_and_overlays_own_are_left_out() -> Result<(), CoreError> {
+        let dir = tempdir()?;
+        let file = dir.path().join("file");
+        fs::write(&file, b"").map_err(CoreError::io(&file))?;
+        if set_xattr(&file, "user.colour", b"blue").is_err() {
+            eprintln!("user xattrs are unsupported here: nothing to check");
+            return Ok(());
+        }
+        assert_eq!(
+            read_xattrs(&file),
+            vec![("user.colour".to_string(), b"blue".to_vec())]
+        );
+        remove_xattr(&file, "user.colour")?;
+        assert!(read_xattrs(&file).is_empty());
+        assert!(remove_xattr(&file, "user.colour").is_err());
+        assert!(set_xattr(&file, "user.nul\0inside", b"").is_err());
+        // trusted.* needs CAP_SYS_ADMIN, as unpacking an opaque directory does.
+        if set_overlay_opaque(dir.path()).is_ok() {
+            assert!(is_overlay_opaque(dir.path()));
+            assert!(read_xattrs(dir.path()).is_empty());
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn zstd_blobs_do_not_depend_on_the_number_of_workers() -> Result<(), CoreError> {
+        let dir = tempdir()?;
+        let store = Store::open(dir.path().join("store"))?;
+        // Several of libzstd's 8 MiB jobs, alternating incompressible and repetitive stretches.
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut content = Vec::new();
+        while content.len() < 20 << 20 {
+            for _ in 0..4096 {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                content.extend_from_slice(&state.to_le_bytes());
+            }
+            content.extend(b"fn main() { println!(\"layer\"); }\n".repeat(1000));
+        }
+        let meta = EntryMeta {
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+        };
+        let mut layers = Vec::new();
+        for n_workers in [1, 2, 3, 8] {
+            let sink = Sink::open(&store, Compression::Zstd, n_workers)?;
+            let mut writer = LayerWriter::with_sink(sink, Compression::Zstd)?;
+            writer.file("big", meta, content.len() as u64, content.as_slice())?;
+            writer.file("small", meta, 6, &b"hello\n"[..])?;
+            layers.push((n_workers, writer.finish()?));
+        }
+        let (_, first) = &layers[0];
+        for (n_workers, layer) in &layers {
+            assert_eq!(layer, first, "{n_workers} workers");
+        }
+        let unpacked = dir.path().join("unpacked");
+        unpack(&store, first, &unpacked)?;
+        assert!(fs::read(unpacked.join("big")).map_err(CoreError::io("big"))? == content);
+        Ok(())
+    }
+
+    #[test]
+    fn a_file_shorter_than_its_size_is_an_error_naming_it() -> Result<(), CoreError> {
+        let dir = tempdir()?;
+        let store = Store::open(dir.path().join("store"))?;
+        let mut writer = LayerWriter::new(&store, Compression::None)?;
+        let meta = EntryMeta {
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+        };
+        let error = writer
+            .file("etc/shrunk", meta, 10, &b"short"[..])
+            .err()
+            .map(|error| error.to_string())
+            .unwrap_or_default();
+        assert!(error.contains("etc/shrunk ended 5 bytes short"), "{error}");
+        Ok(())
+    }
+
+    #[test]
+    fn a_write_error_on_the_handoff_thread_reaches_the_writer() {
+        struct DiskFull;
+        impl Write for DiskFull {
+            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+                Err(io::Error::other("disk full"))
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let outcome = Handoff::new(DiskFull).and_then(|mut handoff| {
+            // More chunks than can be in flight, so some write must find the thread gone.
+            for _ in 0..2 * CHUNKS_IN_FLIGHT + 2 {
+                handoff.write_all(&[7; COPY_CHUNK])?;
+            }
+            handoff.finish().map(|_| ())
+        });
+        let error = outcome.err().map(|error| error.to_string());
+        assert_eq!(error.as_deref(), Some("disk full"));
     }
 
     #[test]
