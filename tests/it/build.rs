@@ -254,14 +254,97 @@ RUN wc -l /app/installed > /app/count
 
     sandbox.write("deps.txt", "# pinned, reviewed\nlibb\nliba\n");
     let second = sandbox.build(&[]);
-    // The copy reruns (reading what it copies, as BuildKit's content checksum would) and
-    // yields the same layer, so everything after it is cut off.
+    // The deps stage changed (its first layer), but what the copy selects did not: the copy is
+    // cut off by its content key, and so is everything after it.
     assert_eq!(
         second.outcomes(),
-        ["ran", "ran", "ran", "cut_off"],
+        ["ran", "ran", "cut_off", "cut_off"],
         "the install reran to the same files, so the stage copying them did not rebuild"
     );
     assert_eq!(first.manifest(), second.manifest());
+}
+
+#[test]
+fn a_copy_from_a_rebuilt_stage_runs_only_when_what_it_selects_changed() {
+    if !can_run_containers("a_copy_from_a_rebuilt_stage_runs_only_when_what_it_selects_changed") {
+        return;
+    }
+    // No SOURCE_DATE_EPOCH: the rebuilt binary gets a new time, which the content key ignores
+    // (as BuildKit's content checksums do), while any change of its bytes counts.
+    let sandbox = Sandbox::on_busybox(
+        "\
+FROM busybox AS build
+COPY src/ /src/
+RUN mkdir -p /out && cat /src/main.c > /out/app && chmod 755 /out/app
+
+FROM busybox
+COPY --from=build /out/app /usr/bin/app
+RUN ls -l /usr/bin/app > /listing
+",
+    );
+    sandbox
+        .write("src/main.c", "int main;\n")
+        .write("src/README", "docs\n");
+    let first = sandbox.build(&[]);
+    assert_eq!(first.outcomes(), ["ran", "ran", "ran", "ran"]);
+
+    sandbox.write("src/README", "more docs\n");
+    let docs_changed = sandbox.build(&[]);
+    assert_eq!(
+        docs_changed.outcomes(),
+        ["ran", "ran", "cut_off", "cut_off"],
+        "the build stage reran, but /out/app has the same bytes"
+    );
+    assert_eq!(
+        docs_changed.layer_digests()[2..],
+        first.layer_digests()[2..]
+    );
+    let nothing_changed = sandbox.build(&[]);
+    assert_eq!(
+        nothing_changed.outcomes(),
+        ["cached", "cached", "cached", "cached"],
+        "the cut-off copy is found by its own key next time"
+    );
+
+    sandbox.write("src/main.c", "int main(void) { return 0; }\n");
+    let source_changed = sandbox.build(&[]);
+    assert_eq!(source_changed.outcomes(), ["ran", "ran", "ran", "ran"]);
+    assert_ne!(source_changed.layer_digests()[2], first.layer_digests()[2]);
+}
+
+#[test]
+fn a_run_binding_a_rebuilt_stage_runs_only_when_what_it_mounts_changed() {
+    if !can_run_containers("a_run_binding_a_rebuilt_stage_runs_only_when_what_it_mounts_changed") {
+        return;
+    }
+    let sandbox = Sandbox::on_busybox(
+        "\
+FROM busybox AS build
+COPY src/ /src/
+RUN mkdir -p /out && cat /src/main.c > /out/app
+
+FROM busybox
+RUN --mount=type=bind,from=build,source=/out,target=/mnt cat /mnt/app > /installed
+",
+    );
+    sandbox
+        .write("src/main.c", "int main;\n")
+        .write("src/README", "docs\n");
+    assert_eq!(sandbox.build(&[]).outcomes(), ["ran", "ran", "ran"]);
+
+    sandbox.write("src/README", "more docs\n");
+    assert_eq!(
+        sandbox.build(&[]).outcomes(),
+        ["ran", "ran", "cut_off"],
+        "the build stage reran, but what the RUN mounts from it has the same bytes"
+    );
+    assert_eq!(
+        sandbox.build(&[]).outcomes(),
+        ["cached", "cached", "cached"]
+    );
+
+    sandbox.write("src/main.c", "int main(void) { return 0; }\n");
+    assert_eq!(sandbox.build(&[]).outcomes(), ["ran", "ran", "ran"]);
 }
 
 #[test]

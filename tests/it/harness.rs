@@ -95,6 +95,19 @@ impl Build {
             .unwrap_or_default()
     }
 
+    /// The step results' layer digests, in plan order.
+    pub fn layer_digests(&self) -> Vec<String> {
+        self.result["result"]["steps"]
+            .as_array()
+            .map(|steps| {
+                steps
+                    .iter()
+                    .map(|step| step["layer"]["digest"].as_str().unwrap_or("?").to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// The built image's manifest digest.
     pub fn manifest(&self) -> String {
         self.result["result"]["image"]["manifest"]

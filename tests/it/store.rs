@@ -159,9 +159,7 @@ fn a_corrupt_cached_layer_is_a_miss_and_is_rebuilt() {
     }
     let sandbox = Sandbox::on_busybox("FROM busybox\nRUN echo one > /one\nRUN echo two > /two\n");
     let first = sandbox.build(&[]);
-    let layer = first.result["result"]["steps"][0]["layer"]["digest"]
-        .as_str()
-        .unwrap_or_default()
+    let layer = first.layer_digests()[0]
         .trim_start_matches("sha256:")
         .to_string();
     let blob = sandbox.store().join("blobs/sha256").join(&layer);

@@ -206,6 +206,32 @@ pub struct Heredoc {
     pub expand: bool,
 }
 
+/// The body of a `RUN <<EOF` that is nothing but one heredoc starting with `#!`. BuildKit
+/// writes such a body to an executable file (mode 0755) on a read-only mount at
+/// [`RunScript::DIRECTORY`], outside the layer, and has the shell run that file, so that its
+/// `#!` line picks the interpreter; the command is then `<shell> /dev/pipes/<name>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunScript {
+    /// The file's name: the heredoc's delimiter word.
+    pub name: String,
+    /// The file's content: the body as written (tabs stripped for `<<-`), never expanded.
+    pub body: String,
+}
+
+impl RunScript {
+    /// The directory the script is mounted at in the container.
+    pub const DIRECTORY: &'static str = "/dev/pipes";
+
+    /// The script's path in the container, when its name is one plain file name.
+    pub fn path(&self) -> Option<String> {
+        let plain = !self.name.is_empty()
+            && self.name != "."
+            && self.name != ".."
+            && !self.name.contains(['/', '\0']);
+        plain.then(|| format!("{}/{}", RunScript::DIRECTORY, self.name))
+    }
+}
+
 /// A name and a value, as in ENV, LABEL and the environment of a RUN.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct NameValue {
@@ -292,6 +318,9 @@ pub enum Op {
         /// `--mount` specifications, expanded.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         mounts: Vec<RunMount>,
+        /// The file the command runs, for a `RUN <<EOF` whose body starts with `#!`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        script: Option<RunScript>,
     },
     /// COPY or ADD.
     Copy {

@@ -5,6 +5,12 @@
 //! `COPY --from` input by the chain id of that stage's layers: content, not keys. That is what
 //! gives early cutoff: a step that reruns and produces the same layer leaves every key after it
 //! unchanged.
+//!
+//! A step that reads other stages (`COPY --from`, `RUN --mount=type=bind,from=`) has a second,
+//! finer key that mb-exec computes once those stages are built: the same material with
+//! [`content_inputs`] (digests of exactly what the step selects in each stage) in place of the
+//! stages' chain ids. A step whose key misses because a stage it reads was rebuilt is looked up
+//! again by that content key before it runs.
 
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
@@ -29,6 +35,11 @@ pub fn chain_id<'a>(diff_ids: impl IntoIterator<Item = &'a Digest>) -> String {
         });
     }
     chain.unwrap_or_else(|| "scratch".to_string())
+}
+
+/// The `inputs` entry of a `COPY --from=<stage>`'s content key: the digest of what it selects.
+pub fn content_input(selection_digest: &str) -> String {
+    format!("selection {selection_digest}")
 }
 
 /// Everything a key is computed from.
@@ -97,32 +108,85 @@ pub trait InputLookup {
 /// The single definition of a step's inputs: mb-plan and mb-exec must agree on it exactly, or
 /// a step mb-exec keys after building its parents would never hit what mb-plan keyed.
 pub fn step_inputs(action: &Action, lookup: &impl InputLookup) -> Option<Vec<String>> {
+    inputs_with(action, lookup, &mut |_, index| lookup.stage_chain_id(index))
+}
+
+/// The stages a step reads and what it selects in each (the sources of a `COPY --from`, the
+/// `source` of a bind mount, `/` when it has none), in the order of [`step_inputs`].
+pub fn stage_reads(action: &Action) -> Vec<(usize, Vec<String>)> {
+    match action {
+        Action::Copy {
+            input: CopyInput::Stage { index },
+            sources,
+            ..
+        } => vec![(*index, sources.clone())],
+        Action::Run { mounts, .. } => mounts
+            .iter()
+            .filter(|mount| mount.kind == MountKind::Bind)
+            .filter_map(|mount| match &mount.from {
+                Some(CopyFrom::Stage { index }) => Some((
+                    *index,
+                    vec![mount.source.clone().unwrap_or_else(|| "/".to_string())],
+                )),
+                _ => None,
+            })
+            .collect(),
+        Action::Copy { .. } | Action::Workdir { .. } => Vec::new(),
+    }
+}
+
+/// The inputs of a step's content key: [`step_inputs`] with each stage entry made from the
+/// digest of what the step selects in that stage (`selection_digests`, in the order of
+/// [`stage_reads`]) instead of the stage's chain id.
+pub fn content_inputs(
+    action: &Action,
+    lookup: &impl InputLookup,
+    selection_digests: &[String],
+) -> Option<Vec<String>> {
+    inputs_with(action, lookup, &mut |nth, _| {
+        selection_digests
+            .get(nth)
+            .map(|digest| content_input(digest))
+    })
+}
+
+/// [`step_inputs`], with `stage_input(nth stage read, stage index)` for the stage entries.
+fn inputs_with(
+    action: &Action,
+    lookup: &impl InputLookup,
+    stage_input: &mut dyn FnMut(usize, usize) -> Option<String>,
+) -> Option<Vec<String>> {
     match action {
         Action::Copy {
             input: CopyInput::Stage { index },
             ..
-        } => Some(vec![lookup.stage_chain_id(*index)?]),
+        } => Some(vec![stage_input(0, *index)?]),
         Action::Copy {
             input: CopyInput::Url { checksum: None },
             ..
         } => Some(vec![lookup.downloads_digest()?]),
         Action::Copy { .. } | Action::Workdir { .. } => Some(Vec::new()),
-        Action::Run { mounts, .. } => mounts
-            .iter()
-            .enumerate()
-            .filter(|(_, mount)| mount.kind == MountKind::Bind)
-            .map(|(mount_idx, mount)| match &mount.from {
-                None | Some(CopyFrom::Context) => lookup
-                    .mount_selection_digest(mount_idx)
-                    .map(|digest| format!("mount {mount_idx} context {digest}")),
-                Some(CopyFrom::Stage { index }) => lookup
-                    .stage_chain_id(*index)
-                    .map(|chain| format!("mount {mount_idx} stage {chain}")),
-                Some(CopyFrom::Image { reference }) => lookup
-                    .image_manifest(reference)
-                    .map(|manifest| format!("mount {mount_idx} image {manifest}")),
-            })
-            .collect(),
+        Action::Run { mounts, .. } => {
+            let mut n_stages = 0;
+            mounts
+                .iter()
+                .enumerate()
+                .filter(|(_, mount)| mount.kind == MountKind::Bind)
+                .map(|(mount_idx, mount)| match &mount.from {
+                    None | Some(CopyFrom::Context) => lookup
+                        .mount_selection_digest(mount_idx)
+                        .map(|digest| format!("mount {mount_idx} context {digest}")),
+                    Some(CopyFrom::Stage { index }) => {
+                        n_stages += 1;
+                        stage_input(n_stages - 1, *index)
+                            .map(|stage| format!("mount {mount_idx} stage {stage}"))
+                    }
+                    Some(CopyFrom::Image { reference }) => lookup
+                        .image_manifest(reference)
+                        .map(|manifest| format!("mount {mount_idx} image {manifest}")),
+                })
+                .collect()
+        }
     }
 }
 
@@ -139,6 +203,7 @@ mod tests {
             network: "default".into(),
             proxy_env: vec![],
             mounts: vec![],
+            script: None,
         }
     }
 
@@ -191,6 +256,35 @@ mod tests {
         }
         assert_eq!(step_inputs(&action, &Known), None);
         assert_eq!(step_inputs(&run(&["true"]), &Known), Some(vec![]));
+    }
+
+    #[test]
+    fn content_inputs_replace_only_the_stage_entries_in_stage_read_order() {
+        let mut action = run(&["true"]);
+        if let Action::Run { mounts, .. } = &mut action {
+            mounts.push(mount(MountKind::Bind, None));
+            mounts.push(mount(MountKind::Bind, Some(CopyFrom::Stage { index: 1 })));
+            mounts.push(crate::graph::RunMount {
+                source: Some("/out".into()),
+                ..mount(MountKind::Bind, Some(CopyFrom::Stage { index: 2 }))
+            });
+        }
+        assert_eq!(
+            stage_reads(&action),
+            [(1, vec!["/".to_string()]), (2, vec!["/out".to_string()])]
+        );
+        let digests = ["d1".to_string(), "d2".to_string()];
+        assert_eq!(
+            content_inputs(&action, &Known, &digests),
+            Some(vec![
+                "mount 0 context ctx0".to_string(),
+                "mount 1 stage selection d1".to_string(),
+                "mount 2 stage selection d2".to_string(),
+            ])
+        );
+        assert_eq!(content_inputs(&action, &Known, &digests[..1]), None);
+        // The key's own inputs still name the stages by chain id (stage 2 is not built).
+        assert_eq!(step_inputs(&action, &Known), None);
     }
 
     #[test]

@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
-use crate::graph::{Heredoc, Location, Platform, RunMount};
+use crate::graph::{Heredoc, Location, Platform, RunMount, RunScript};
 use crate::image::{HistoryEntry, ImageConfig};
 
 /// The plan.
@@ -161,6 +161,10 @@ pub enum Action {
         /// tmpfs and secret mounts enter only by their specification, never their content.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         mounts: Vec<RunMount>,
+        /// The file `argv` runs, for a `RUN <<EOF` whose body starts with `#!`; its body is part
+        /// of the key like the rest of the action.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        script: Option<RunScript>,
     },
     /// Copy files into the filesystem.
     Copy {
@@ -246,4 +250,72 @@ pub enum CopyInput {
     },
     /// Only heredoc files: no input besides the instruction itself.
     Inline,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key::{KeyMaterial, KEY_SCHEME};
+
+    fn run(script: Option<RunScript>) -> Action {
+        Action::Run {
+            argv: vec!["/bin/sh".into(), "-c".into(), "/dev/pipes/EOF".into()],
+            env: vec![],
+            cwd: "/".into(),
+            user: String::new(),
+            network: "default".into(),
+            proxy_env: vec![],
+            mounts: vec![],
+            script,
+        }
+    }
+
+    fn key(action: &Action) -> String {
+        KeyMaterial {
+            scheme: KEY_SCHEME,
+            platform: &Platform::host(),
+            source_date_epoch: None,
+            parent: "scratch",
+            inputs: &[],
+            action,
+        }
+        .key()
+    }
+
+    #[test]
+    fn a_run_scripts_body_is_keyed_and_no_script_keeps_the_old_json(
+    ) -> Result<(), serde_json::Error> {
+        let script = |body: &str| {
+            Some(RunScript {
+                name: "EOF".into(),
+                body: body.into(),
+            })
+        };
+        let one = run(script("#!/bin/sh\necho 1\n"));
+        assert_ne!(key(&one), key(&run(script("#!/bin/sh\necho 2\n"))));
+        assert_ne!(key(&one), key(&run(None)));
+        let json = serde_json::to_string(&one)?;
+        assert!(
+            json.contains(r##""script":{"name":"EOF","body":"#!/bin/sh\necho 1\n"}"##),
+            "{json}"
+        );
+        assert!(!serde_json::to_string(&run(None))?.contains("script"));
+        assert_eq!(serde_json::from_str::<Action>(&json)?, one);
+        Ok(())
+    }
+
+    #[test]
+    fn script_paths_are_plain_names_under_dev_pipes() {
+        let path = |name: &str| {
+            RunScript {
+                name: name.into(),
+                body: String::new(),
+            }
+            .path()
+        };
+        assert_eq!(path("EOF").as_deref(), Some("/dev/pipes/EOF"));
+        for bad in ["", ".", "..", "a/b"] {
+            assert_eq!(path(bad), None, "{bad}");
+        }
+    }
 }

@@ -13,7 +13,9 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mb_core::image::{self, HistoryEntry, ImageParts};
-use mb_core::key::{chain_id, step_inputs, InputLookup, KeyMaterial, KEY_SCHEME};
+use mb_core::key::{
+    chain_id, content_inputs, stage_reads, step_inputs, InputLookup, KeyMaterial, KEY_SCHEME,
+};
 use mb_core::layer::Compression;
 use mb_core::plan::{
     Action, CopyInput, LayerRef, PlanSection, PlanStage, PlanStep, ResolvedBase, StepStatus,
@@ -33,6 +35,7 @@ use crate::interrupt::{self, Stop};
 use crate::mounts::{self, MountSources, Secrets};
 use crate::rootfs::RootView;
 use crate::schedule;
+use crate::selection::selection_digest;
 
 /// How to execute.
 #[derive(Debug, Clone)]
@@ -54,6 +57,21 @@ pub struct Options {
 struct StageOutput {
     layers: Vec<LayerRef>,
     history: Vec<HistoryEntry>,
+}
+
+/// What the store holds for a step about to run.
+enum Stored {
+    /// A result to cut the step off to.
+    Found(StepOutput),
+    /// Nothing: the step runs, and its result is stored under its content key too, if any.
+    Missing { content_key: Option<ContentKey> },
+}
+
+/// A step's content key, and for a `COPY --from` the view of the stage it was computed on,
+/// which the copy then reads.
+struct ContentKey {
+    key: String,
+    copy_source: Option<RootView>,
 }
 
 struct Build<'a> {
@@ -370,17 +388,9 @@ impl Build<'_> {
             Some(key) => key.clone(),
             None => self.key_for(step, layers, downloads.as_ref())?,
         };
-        if step.status == StepStatus::Pending && !step.no_cache {
-            let stored = self.store.result(&key)?;
-            // A corrupt layer is not cut off to: the step runs again and rewrites it.
-            let intact = match &stored {
-                Some(output) if !self.store.blob_intact(&output.layer.digest)? => {
-                    self.store.remove_blob(&output.layer.digest)?;
-                    None
-                }
-                _ => stored,
-            };
-            if let Some(output) = intact {
+        let content_key = match self.stored_result(step, layers, &key, downloads.as_ref())? {
+            Stored::Missing { content_key } => content_key,
+            Stored::Found(output) => {
                 self.note_output_time(output.created);
                 return Ok(self.finished(
                     step,
@@ -391,24 +401,33 @@ impl Build<'_> {
                     prefix,
                 ));
             }
-        }
+        };
         let started = Instant::now();
         crate::progress::started(step.index, &format!("{prefix}{}", step.display));
-        let executed = self.execute_step(step, layers, prefix, downloads.as_ref());
+        let executed = self.execute_step(
+            step,
+            layers,
+            prefix,
+            downloads.as_ref(),
+            content_key
+                .as_ref()
+                .and_then(|content_key| content_key.copy_source.as_ref()),
+        );
         crate::progress::finished(step.index);
         let layer = executed?;
         let duration = started.elapsed();
         let created = now_seconds();
         self.note_output_time(created);
-        self.store.put_result(
-            &key,
-            &StepOutput {
-                layer: layer.clone(),
-                created_by: step.display.clone(),
-                created,
-                duration_ms: duration.as_millis() as u64,
-            },
-        )?;
+        let output = StepOutput {
+            layer: layer.clone(),
+            created_by: step.display.clone(),
+            created,
+            duration_ms: duration.as_millis() as u64,
+        };
+        let content_key = content_key.map(|content_key| content_key.key);
+        for stored_under in std::iter::once(&key).chain(&content_key) {
+            self.store.put_result(stored_under, &output)?;
+        }
         Ok(self.finished(step, key, layer, StepOutcome::Ran, duration, prefix))
     }
 
@@ -418,6 +437,103 @@ impl Build<'_> {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         *newest = Some(newest.map_or(created, |known| known.max(created)));
+    }
+
+    /// A stored result to cut the step off to: by its key when the plan could not look it up
+    /// (the step was pending), else by its content key, in which case it is stored under the
+    /// key too so that the next plan finds it.
+    fn stored_result(
+        &self,
+        step: &PlanStep,
+        layers: &[LayerRef],
+        key: &str,
+        downloads: Option<&Downloads>,
+    ) -> Result<Stored, ExecError> {
+        if step.no_cache {
+            return Ok(Stored::Missing { content_key: None });
+        }
+        if step.status == StepStatus::Pending {
+            if let Some(output) = self.intact_result(key)? {
+                return Ok(Stored::Found(output));
+            }
+        }
+        let Some(content_key) = self.content_key(step, layers, downloads)? else {
+            return Ok(Stored::Missing { content_key: None });
+        };
+        match self.intact_result(&content_key.key)? {
+            Some(output) => {
+                self.store.put_result(key, &output)?;
+                Ok(Stored::Found(output))
+            }
+            None => Ok(Stored::Missing {
+                content_key: Some(content_key),
+            }),
+        }
+    }
+
+    /// The stored result under `key` if its layer is intact. A corrupt layer is removed, so the
+    /// step runs again and rewrites it.
+    fn intact_result(&self, key: &str) -> Result<Option<StepOutput>, ExecError> {
+        let Some(output) = self.store.result(key)? else {
+            return Ok(None);
+        };
+        if self.store.blob_intact(&output.layer.digest)? {
+            return Ok(Some(output));
+        }
+        self.store.remove_blob(&output.layer.digest)?;
+        Ok(None)
+    }
+
+    /// The content key of a step that reads other stages: its key material with digests of
+    /// what it selects in them (see [`crate::selection`]) in place of their chain ids, so a
+    /// rebuilt stage whose selected files came out the same does not make the step run again.
+    fn content_key(
+        &self,
+        step: &PlanStep,
+        layers: &[LayerRef],
+        downloads: Option<&Downloads>,
+    ) -> Result<Option<ContentKey>, ExecError> {
+        let reads = stage_reads(&step.action);
+        if reads.is_empty() {
+            return Ok(None);
+        }
+        let mut digests = Vec::with_capacity(reads.len());
+        let mut views = Vec::with_capacity(reads.len());
+        for (index, selected) in &reads {
+            let view = RootView::open(self.store, &self.stage_output(*index)?.layers)?;
+            digests.push(selection_digest(
+                view.root(),
+                &self.stage_label(*index),
+                selected,
+            )?);
+            views.push(view);
+        }
+        let lookup = ExecLookup {
+            build: self,
+            step,
+            downloads,
+        };
+        let Some(inputs) = content_inputs(&step.action, &lookup, &digests) else {
+            return Ok(None);
+        };
+        let parent = chain_id(layers.iter().map(|layer| &layer.diff_id));
+        let material = KeyMaterial {
+            scheme: KEY_SCHEME,
+            platform: &self.plan.platform,
+            source_date_epoch: self.plan.source_date_epoch,
+            parent: &parent,
+            inputs: &inputs,
+            action: &step.action,
+        };
+        // A COPY --from reads the one stage it was keyed on through the same view.
+        let copy_source = match &step.action {
+            Action::Copy { .. } => views.pop(),
+            _ => None,
+        };
+        Ok(Some(ContentKey {
+            key: material.key(),
+            copy_source,
+        }))
     }
 
     /// The key mb-plan would have computed had it known the step's inputs.
@@ -489,6 +605,7 @@ impl Build<'_> {
         layers: &[LayerRef],
         prefix: &str,
         downloads: Option<&Downloads>,
+        stage_view: Option<&RootView>,
     ) -> Result<LayerRef, ExecError> {
         let source_date_epoch = self.plan.source_date_epoch;
         let compression = self.options.compression;
@@ -501,6 +618,7 @@ impl Build<'_> {
                 network,
                 proxy_env,
                 mounts,
+                script,
             } => {
                 let process_env: Vec<String> = env.iter().chain(proxy_env).cloned().collect();
                 let stage_layers = |index: usize| Ok(self.stage_output(index)?.layers);
@@ -539,6 +657,7 @@ impl Build<'_> {
                         source_date_epoch,
                         mounts: &prepared,
                         compression,
+                        script: script.as_ref(),
                     },
                 )
             }
@@ -592,11 +711,18 @@ impl Build<'_> {
                         )
                     }
                     CopyInput::Stage { index } => {
-                        let source_layers = self.stage_output(*index)?.layers;
-                        let source = RootView::open(self.store, &source_layers)?;
+                        let opened;
+                        let source = match stage_view {
+                            Some(view) => view,
+                            None => {
+                                opened =
+                                    RootView::open(self.store, &self.stage_output(*index)?.layers)?;
+                                &opened
+                            }
+                        };
                         copy_from_stage(
                             &target,
-                            &source,
+                            source,
                             &self.stage_label(*index),
                             sources,
                             &options,

@@ -1,7 +1,8 @@
 //! RUN: the step's filesystem as an overlayfs mount (the parent's snapshots as lower dirs, a
-//! fresh upper dir), an OCI bundle whose config.json is built with oci-spec, the runtime (runc)
-//! run in the foreground with its output streamed line by line, and the upper dir turned into
-//! the new layer, then kept as that layer's snapshot so it is never unpacked again.
+//! fresh upper dir; where overlayfs is unavailable, a copy of the parent tree compared with it
+//! afterwards, see `rootfs`), an OCI bundle whose config.json is built with oci-spec, the
+//! runtime (runc) run in the foreground with its output streamed line by line, and the upper dir
+//! turned into the new layer, then kept as that layer's snapshot so it is never unpacked again.
 //!
 //! The bundle (config.json) is written to a private tmpfs directory, never the store: with an
 //! `env=` secret it holds a secret value.
@@ -13,10 +14,12 @@
 use std::collections::VecDeque;
 use std::fs;
 use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use mb_core::graph::RunScript;
 use mb_core::layer::{write_tree, Compression, LayerWriter, TreeOptions};
 use mb_core::plan::LayerRef;
 use mb_core::Store;
@@ -29,7 +32,7 @@ use oci_spec::runtime::{
 use crate::error::ExecError;
 use crate::interrupt;
 use crate::mounts::PreparedMounts;
-use crate::rootfs::{adopt_snapshot, lower_dirs, parent_of, resolve_in_root, OverlayMount, Upper};
+use crate::rootfs::{adopt_snapshot, parent_of, resolve_in_root, WritableRoot};
 use crate::users::{Accounts, Identity};
 
 /// How many lines of a failed command's output its error message repeats.
@@ -65,6 +68,8 @@ pub struct RunRequest<'a> {
     pub mounts: &'a PreparedMounts,
     /// How the layer is compressed.
     pub compression: Compression,
+    /// The file `argv` runs, for `RUN <<EOF` with a `#!` body.
+    pub script: Option<&'a RunScript>,
 }
 
 /// Runs `request` on top of `parent_layers` with `runtime` and returns the layer it produced.
@@ -75,27 +80,13 @@ pub fn run(
     request: &RunRequest<'_>,
 ) -> Result<LayerRef, ExecError> {
     let scratch = store.temp_dir("run-")?;
-    let upper = scratch.path().join("upper");
-    let work = scratch.path().join("work");
-    let rootfs = scratch.path().join("rootfs");
+    let root = WritableRoot::prepare(store, parent_layers, scratch.path())?;
+    let rootfs = root.path().to_path_buf();
     let bundle = request.mounts.private_dir.path().to_path_buf();
-    for directory in [&upper, &work, &rootfs] {
-        fs::create_dir_all(directory).map_err(ExecError::io(directory))?;
-    }
-    let mut lowers = lower_dirs(store, parent_layers)?;
-    if lowers.is_empty() {
-        let empty = scratch.path().join("empty");
-        fs::create_dir(&empty).map_err(ExecError::io(&empty))?;
-        lowers.push(empty);
-    }
-    let mount = OverlayMount::mount(
-        &rootfs,
-        &lowers,
-        Some(Upper {
-            upper: &upper,
-            work: &work,
-        }),
-    )?;
+    let script_dir = request
+        .script
+        .map(|script| write_script(&bundle, script))
+        .transpose()?;
     let identity = Accounts::read(&rootfs)?.resolve(request.user)?;
     let share_host_network = request.network != "none";
     let bound_files: Vec<&str> = if share_host_network {
@@ -114,28 +105,58 @@ pub fn run(
         .collect();
     let mount_paths = mount_paths(&rootfs, &mount_points)?;
     let config = bundle.join("config.json");
-    container_spec(request, &identity, &bound_files, &rootfs)
-        .and_then(|spec| spec.save(&config))
-        .map_err(|source| ExecError::Spec {
-            path: config.clone(),
-            source,
-        })?;
+    container_spec(
+        request,
+        &identity,
+        &bound_files,
+        script_dir.as_deref(),
+        &rootfs,
+    )
+    .and_then(|spec| spec.save(&config))
+    .map_err(|source| ExecError::Spec {
+        path: config.clone(),
+        source,
+    })?;
     let outcome = run_runtime(runtime, &bundle, request);
-    mount.unmount()?;
-    outcome?;
+    let upper = root.into_changes(outcome)?;
     remove_mount_points(&upper, &mount_paths)?;
     let mut writer = LayerWriter::new(store, request.compression)?;
-    write_tree(
+    let written = write_tree(
         &mut writer,
         &upper,
         TreeOptions {
             clamp_mtime: request.source_date_epoch.map(|epoch| epoch.max(0) as u64),
             overlay_whiteouts: true,
+            stopping: Some(|| interrupt::requested().is_some()),
         },
-    )?;
+    );
+    // A stop ends the step as a stop, however far writing got.
+    interrupt::check()?;
+    written?;
     let layer = writer.finish()?;
     adopt_snapshot(&upper, &store.snapshot_path(&layer.diff_id))?;
     Ok(layer)
+}
+
+/// Writes a RUN's `#!` script, executable by any user, into a directory of its own beside the
+/// bundle (on the private tmpfs: never in the layer), to be mounted read-only at
+/// [`RunScript::DIRECTORY`] as BuildKit mounts it; returns that directory.
+fn write_script(bundle: &Path, script: &RunScript) -> Result<PathBuf, ExecError> {
+    if script.path().is_none() {
+        return Err(ExecError::BadPlan(format!(
+            "the RUN script name `{}` is not a plain file name",
+            script.name
+        )));
+    }
+    let directory = bundle.join("pipes");
+    let file = directory.join(&script.name);
+    fs::create_dir(&directory).map_err(ExecError::io(&directory))?;
+    fs::write(&file, &script.body).map_err(ExecError::io(&file))?;
+    for path in [&directory, &file] {
+        fs::set_permissions(path, fs::Permissions::from_mode(0o755))
+            .map_err(ExecError::io(path))?;
+    }
+    Ok(directory)
 }
 
 /// A path on the way to a mount point, as it was before the run: missing (the runtime will
@@ -230,11 +251,13 @@ const CAPABILITIES: [Capability; 14] = [
 ];
 
 /// The OCI runtime config: `runc spec`'s defaults with the step's process, Docker's
-/// capabilities, a writable rootfs, and the host network unless `--network=none`.
+/// capabilities, a writable rootfs, the host network unless `--network=none`, and the
+/// directory holding the RUN's script, if it has one, read-only at [`RunScript::DIRECTORY`].
 pub fn container_spec(
     request: &RunRequest<'_>,
     identity: &Identity,
     bound_files: &[&str],
+    script_dir: Option<&Path>,
     rootfs: &Path,
 ) -> Result<Spec, oci_spec::OciSpecError> {
     let capabilities = CAPABILITIES
@@ -300,19 +323,11 @@ pub fn container_spec(
         .filter(|mount| mount.destination() != Path::new("/sys/fs/cgroup"))
         .collect();
     for file in bound_files {
-        mounts.push(
-            MountBuilder::default()
-                .destination(file)
-                .typ("bind")
-                .source(file)
-                .options(vec![
-                    "rbind".to_string(),
-                    "ro".to_string(),
-                    "nosuid".to_string(),
-                    "nodev".to_string(),
-                ])
-                .build()?,
-        );
+        mounts.push(read_only_bind(Path::new(file), Path::new(file))?);
+    }
+    if let Some(script_dir) = script_dir {
+        // After the default /dev tmpfs, so that its mount point is made there, not in the layer.
+        mounts.push(read_only_bind(Path::new(RunScript::DIRECTORY), script_dir)?);
     }
     mounts.extend(request.mounts.oci_mounts.iter().cloned());
     SpecBuilder::default()
@@ -330,10 +345,28 @@ pub fn container_spec(
         .build()
 }
 
+/// A bind mount of the host's `source` at `destination` for the command to read and never
+/// change: read-only, and honouring no setuid bits or device files found there.
+fn read_only_bind(destination: &Path, source: &Path) -> Result<Mount, oci_spec::OciSpecError> {
+    MountBuilder::default()
+        .destination(destination)
+        .typ("bind")
+        .source(source)
+        .options(vec![
+            "rbind".to_string(),
+            "ro".to_string(),
+            "nosuid".to_string(),
+            "nodev".to_string(),
+        ])
+        .build()
+}
+
 /// Runs the container in the foreground, streaming its merged stdout and stderr.
 fn run_runtime(runtime: &str, bundle: &Path, request: &RunRequest<'_>) -> Result<(), ExecError> {
-    let (reader, writer) =
-        nix::unistd::pipe().map_err(|errno| ExecError::io("<pipe>")(errno.into()))?;
+    // Close-on-exec: a runtime that another stage spawns meanwhile must not inherit the write
+    // end, or this read would wait for that container too.
+    let (reader, writer) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|errno| ExecError::io("<pipe>")(errno.into()))?;
     let writer_for_stderr = writer.try_clone().map_err(ExecError::io("<pipe>"))?;
     let registered = interrupt::Registered::new(runtime, &request.container_id)?;
     let spawned = Command::new(runtime)
@@ -482,6 +515,7 @@ mod tests {
             source_date_epoch: None,
             mounts,
             compression: Compression::Gzip,
+            script: None,
         }
     }
 
@@ -509,7 +543,13 @@ mod tests {
             gid: 100,
             additional_gids: vec![50],
         };
-        let spec = container_spec(&request(&argv, "none", &mounts), &identity, &[], rootfs)?;
+        let spec = container_spec(
+            &request(&argv, "none", &mounts),
+            &identity,
+            &[],
+            None,
+            rootfs,
+        )?;
         let json = serde_json::to_value(&spec).map_err(oci_spec::OciSpecError::SerDe)?;
         assert_eq!(json["process"]["args"][2], "true");
         assert_eq!(json["process"]["cwd"], "/src");
@@ -521,11 +561,13 @@ mod tests {
         assert!(bounding.contains("CAP_MKNOD") && !bounding.contains("CAP_SYS_ADMIN"));
         let namespaces = json["linux"]["namespaces"].to_string();
         assert!(namespaces.contains("network"), "{namespaces}");
+        assert!(!json["mounts"].to_string().contains("/dev/pipes"));
 
         let spec = container_spec(
             &request(&argv, "default", &mounts),
             &identity,
             &["/etc/hosts"],
+            Some(Path::new("/dev/shm/bundle/pipes")),
             rootfs,
         )?;
         let json = serde_json::to_value(&spec).map_err(oci_spec::OciSpecError::SerDe)?;
@@ -533,6 +575,17 @@ mod tests {
         assert!(json["mounts"].to_string().contains("/etc/hosts"));
         assert!(!json["mounts"].to_string().contains("cgroup"));
         assert!(json["mounts"].to_string().contains("size=1048576"));
+        let mounts = json["mounts"].as_array().cloned().unwrap_or_default();
+        let dev = mounts
+            .iter()
+            .position(|mount| mount["destination"] == "/dev");
+        let pipes = mounts
+            .iter()
+            .position(|mount| mount["destination"] == "/dev/pipes");
+        assert!(dev.is_some() && pipes > dev, "{mounts:?}");
+        let script_mount = &mounts[pipes.unwrap_or_default()];
+        assert_eq!(script_mount["source"], "/dev/shm/bundle/pipes");
+        assert!(script_mount["options"].to_string().contains("\"ro\""));
         assert_eq!(json["root"]["path"], "/var/rootfs");
         Ok(())
     }

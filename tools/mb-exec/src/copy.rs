@@ -6,11 +6,15 @@
 //! With `--link` the layer is made as if on an empty filesystem: missing parent directories are
 //! always written, never looked up below, so the layer does not depend on what it lands on.
 //!
+//! Every file is copied through [`copy_checked`], which checks it against what mb-hash recorded
+//! and gives up at once when the build is stopping (checked before each file and each read of at
+//! most 1 MiB), so Ctrl-C during a large COPY takes effect within a read, not at the next step.
+//!
 //! Directories that must exist for an entry (the destination's parents, WORKDIR's parents) are
 //! added only when the filesystem below does not have them, so an existing `/tmp` or `/usr`
 //! keeps its mode and owner instead of being reset by the layer.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, Read};
 
@@ -23,6 +27,7 @@ use mb_core::plan::LayerRef;
 use mb_core::Store;
 
 use crate::error::ExecError;
+use crate::interrupt;
 use crate::mode::ModeChange;
 use crate::rootfs::{is_whiteout, parent_of, resolve_in_root, RootView};
 use crate::users::{needs_accounts, Accounts, Identity};
@@ -102,6 +107,10 @@ struct Planned {
 #[derive(Default)]
 struct LayerPlan {
     entries: BTreeMap<String, Planned>,
+    /// Directories [`LayerPlan::add_missing_dirs`] has dealt with (added, or found below), and
+    /// with them all their ancestors: asked again for their descendants, it stops there instead
+    /// of looking up every ancestor in the filesystem below once per copied file.
+    settled_dirs: HashSet<String>,
 }
 
 impl LayerPlan {
@@ -115,12 +124,13 @@ impl LayerPlan {
     /// filesystem below has them (with `--link`, wherever this layer does not).
     fn add_missing_dirs(&mut self, target: &LayerTarget<'_>, path: &str, meta: EntryMeta) {
         let mut current = path;
-        while !current.is_empty() {
+        while !current.is_empty() && !self.settled_dirs.contains(current) {
             if !self.entries.contains_key(current)
                 && (target.link || !target.parent.exists(current))
             {
                 self.add(current.to_string(), meta, Content::Dir);
             }
+            self.settled_dirs.insert(current.to_string());
             current = parent_of(current);
         }
     }
@@ -170,6 +180,7 @@ impl LayerPlan {
     fn write(self, target: &LayerTarget<'_>) -> Result<LayerRef, ExecError> {
         let mut writer = LayerWriter::new(target.store, target.compression)?;
         for (path, planned) in self.entries {
+            interrupt::check()?;
             match planned.content {
                 Content::Dir => writer.dir(&path, planned.meta)?,
                 Content::Bytes(bytes) => {
@@ -183,40 +194,82 @@ impl LayerPlan {
                     source,
                     size,
                     blake3,
-                } => {
-                    let file = File::open(&source).map_err(ExecError::io(&source))?;
-                    let mut reader = CheckingReader {
-                        inner: file,
-                        hasher: blake3::Hasher::new(),
-                        n_bytes: 0,
-                    };
-                    writer.file(&path, planned.meta, size, &mut reader)?;
-                    let digest_differs = blake3.is_some_and(|expected| {
-                        reader.hasher.finalize().to_hex().as_str() != expected
-                    });
-                    if reader.n_bytes != size || digest_differs {
-                        return Err(ExecError::ContextChanged(source));
-                    }
-                }
+                } => copy_checked(&source, size, blake3.as_deref(), |file| {
+                    writer.file(&path, planned.meta, size, file)
+                })?,
             }
         }
         Ok(writer.finish()?)
     }
 }
 
-/// Hashes and counts what the layer writer reads, so a file that changed between being
-/// fingerprinted and being copied is caught in the same pass.
-struct CheckingReader {
-    inner: File,
-    hasher: blake3::Hasher,
-    n_bytes: u64,
+/// Copies the first `size` bytes of `source` with `copy` (which reads them all from the
+/// [`CheckedFile`] it is given), checking on the way that the file still has the size and, when
+/// known, the BLAKE3 digest that mb-hash recorded: a file that changed since is
+/// [`ExecError::ContextChanged`] naming it, whatever `copy` made of its bytes (the caller must
+/// drop that). A stop of the build ends the copy within one read with [`ExecError::Stopped`].
+pub(crate) fn copy_checked<E>(
+    source: &Path,
+    size: u64,
+    blake3: Option<&str>,
+    copy: impl FnOnce(&mut CheckedFile) -> Result<(), E>,
+) -> Result<(), ExecError>
+where
+    ExecError: From<E>,
+{
+    interrupt::check()?;
+    let inner = File::open(source).map_err(|error| match error.kind() {
+        io::ErrorKind::NotFound => ExecError::ContextChanged(source.to_path_buf()),
+        _ => ExecError::io(source)(error),
+    })?;
+    let mut file = CheckedFile {
+        inner,
+        hasher: blake3.map(|_| blake3::Hasher::new()),
+        n_bytes: 0,
+        ended: false,
+    };
+    let copied = copy(&mut file);
+    if copied.is_err() {
+        // The stop made the read fail; a copy that got to its end stands.
+        interrupt::check()?;
+    }
+    let digest_differs = match (&file.hasher, blake3) {
+        (Some(hasher), Some(expected)) => hasher.finalize().to_hex().as_str() != expected,
+        _ => false,
+    };
+    // A copy that failed for its own reasons (a full disk) stops short without the file ending.
+    let shrank = file.ended && file.n_bytes < size;
+    if shrank || (file.n_bytes == size && digest_differs) {
+        return Err(ExecError::ContextChanged(source.to_path_buf()));
+    }
+    copied?;
+    if file.n_bytes != size {
+        return Err(ExecError::ContextChanged(source.to_path_buf()));
+    }
+    Ok(())
 }
 
-impl Read for CheckingReader {
+/// A file being copied by [`copy_checked`]: hashed and counted as it is read, and failing its
+/// next read once the build is stopping.
+pub(crate) struct CheckedFile {
+    inner: File,
+    hasher: Option<blake3::Hasher>,
+    n_bytes: u64,
+    /// Whether a read found the end of the file.
+    ended: bool,
+}
+
+impl Read for CheckedFile {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if interrupt::requested().is_some() {
+            return Err(io::Error::other("the build is stopping"));
+        }
         let n_read = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n_read]);
+        if let Some(hasher) = &mut self.hasher {
+            hasher.update(&buf[..n_read]);
+        }
         self.n_bytes += n_read as u64;
+        self.ended |= n_read == 0 && !buf.is_empty();
         Ok(n_read)
     }
 }
@@ -428,7 +481,7 @@ impl Archives<'_> {
 }
 
 /// Reads until `buffer` is full or the file ends.
-fn read_up_to(file: &mut File, buffer: &mut [u8]) -> io::Result<usize> {
+pub(crate) fn read_up_to(file: &mut File, buffer: &mut [u8]) -> io::Result<usize> {
     let mut n_read = 0;
     while n_read < buffer.len() {
         match file.read(&mut buffer[n_read..])? {
@@ -540,12 +593,12 @@ pub fn copy_downloads(
 }
 
 /// One source of a `COPY --from` after wildcard expansion.
-struct Match {
+pub(crate) struct Match {
     /// The name it was matched by (before symlinks are followed).
-    name: String,
+    pub name: String,
     /// Where its content is, symlinks resolved inside the source root.
-    path: PathBuf,
-    metadata: fs::Metadata,
+    pub path: PathBuf,
+    pub metadata: fs::Metadata,
 }
 
 /// COPY --from another stage: files keep owner, mode and time (clamped) unless `--chown` or
@@ -615,7 +668,12 @@ pub fn copy_from_stage(
     plan.write(target)
 }
 
-fn expand_source(root: &Path, source: &str, stage_label: &str) -> Result<Vec<Match>, ExecError> {
+/// The entries `source` names in `root`: one, or those its last component's wildcards match.
+pub(crate) fn expand_source(
+    root: &Path,
+    source: &str,
+    stage_label: &str,
+) -> Result<Vec<Match>, ExecError> {
     let relative = relative_destination(source);
     let (directory, last) = match relative.rsplit_once('/') {
         Some((directory, last)) => (directory, last),
@@ -692,6 +750,44 @@ fn add_tree(
     target: &LayerTarget<'_>,
     ownership: &Ownership,
 ) -> Result<(), ExecError> {
+    walk_sorted(directory, relative, &mut |event| match event {
+        TreeEvent::Entry {
+            path,
+            relative,
+            metadata,
+        } => add_entry(
+            plan,
+            path,
+            metadata,
+            relative.to_string(),
+            target,
+            ownership,
+        ),
+        TreeEvent::EndOfDirectory => Ok(()),
+    })
+}
+
+/// What [`walk_sorted`] shows its visitor.
+pub(crate) enum TreeEvent<'e> {
+    /// An entry (whiteouts left out), before the entries below it if it is a directory.
+    Entry {
+        path: &'e Path,
+        /// Its path under the walk's `relative` prefix, `/`-separated.
+        relative: &'e str,
+        metadata: &'e fs::Metadata,
+    },
+    /// The end of a directory's entries.
+    EndOfDirectory,
+}
+
+/// Every entry below `directory`, depth first in name order: the order in which a
+/// `COPY --from` reads a stage's tree, and the one its content key
+/// ([`crate::selection`]) must read it in too. Checks for a stop at every entry.
+pub(crate) fn walk_sorted(
+    directory: &Path,
+    relative: &str,
+    visit: &mut dyn FnMut(TreeEvent<'_>) -> Result<(), ExecError>,
+) -> Result<(), ExecError> {
     let mut names: Vec<_> = fs::read_dir(directory)
         .map_err(ExecError::io(directory))?
         .map(|entry| entry.map(|entry| entry.file_name()))
@@ -699,15 +795,24 @@ fn add_tree(
         .map_err(ExecError::io(directory))?;
     names.sort();
     for name in names {
+        interrupt::check()?;
         let path = directory.join(&name);
         let metadata = fs::symlink_metadata(&path).map_err(ExecError::io(&path))?;
+        if is_whiteout(&metadata) {
+            // A whiteout only means something between layers.
+            continue;
+        }
         let child = target_path(relative, &name.to_string_lossy());
-        add_entry(plan, &path, &metadata, child.clone(), target, ownership)?;
+        visit(TreeEvent::Entry {
+            path: &path,
+            relative: &child,
+            metadata: &metadata,
+        })?;
         if metadata.is_dir() {
-            add_tree(plan, &path, &child, target, ownership)?;
+            walk_sorted(&path, &child, visit)?;
         }
     }
-    Ok(())
+    visit(TreeEvent::EndOfDirectory)
 }
 
 fn add_entry(

@@ -5,15 +5,18 @@
 //! (`runtime kill <id> KILL`), which makes each `runtime run` return; the step then fails with
 //! [`ExecError::Stopped`], and the errors unwind through the guards that unmount overlays and
 //! remove temporary directories and unfinished blobs. Nothing is stored for a step that did not
-//! finish, so the next build starts clean.
+//! finish, so the next build starts clean. A container still being created when the stop comes
+//! is not known to the runtime yet, so the kill is repeated until it works or the container's
+//! `runtime run` has returned.
 //!
 //! Runtimes are started in their own process group, so a Ctrl-C at the terminal reaches only
 //! mb-exec, which then stops them in order rather than leaving half-deleted containers.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
 
 use crate::error::ExecError;
 
@@ -80,32 +83,73 @@ pub fn check() -> Result<(), ExecError> {
 }
 
 /// Requests a stop (the first reason wins) and kills every running container.
+///
+/// A container whose runtime is still creating it cannot be killed yet (the runtime does not
+/// know it), so the first stop also starts a thread that kills every registered container
+/// again every [`KILL_RETRY`] until each kill has worked or its container is unregistered.
 pub fn stop(why: Stop) {
     let code = match why {
         Stop::StepFailed => STEP_FAILED,
         Stop::Signal(signal) => signal,
     };
-    let _ = STOP.compare_exchange(RUNNING, code, Ordering::SeqCst, Ordering::SeqCst);
-    let running: Vec<(String, String)> = CONTAINERS
+    let first = STOP
+        .compare_exchange(RUNNING, code, Ordering::SeqCst, Ordering::SeqCst)
+        .is_ok();
+    let mut killed = kill_registered(&BTreeSet::new());
+    if first {
+        let spawned = std::thread::Builder::new()
+            .name("container-killer".to_string())
+            .spawn(move || loop {
+                std::thread::sleep(KILL_RETRY);
+                killed = kill_registered(&killed);
+                if registered().is_empty() {
+                    break;
+                }
+            });
+        if let Err(error) = spawned {
+            tracing::warn!("cannot start the thread that kills containers being created: {error}");
+        }
+    }
+}
+
+/// How often a stopping build tries again to kill containers that did not exist yet.
+const KILL_RETRY: Duration = Duration::from_millis(100);
+
+/// Running containers: (id, runtime).
+fn registered() -> Vec<(String, String)> {
+    CONTAINERS
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .iter()
         .map(|(id, runtime)| (id.clone(), runtime.clone()))
-        .collect();
-    for (id, runtime) in running {
-        kill(&runtime, &id);
-    }
+        .collect()
 }
 
-fn kill(runtime: &str, id: &str) {
+/// Kills the registered containers not in `killed`; returns the ids killed so far.
+fn kill_registered(killed: &BTreeSet<String>) -> BTreeSet<String> {
+    let mut now_killed = killed.clone();
+    for (id, runtime) in registered() {
+        if !killed.contains(&id) && kill(&runtime, &id) {
+            now_killed.insert(id);
+        }
+    }
+    now_killed
+}
+
+/// Whether the runtime killed container `id` (it fails for a container it has not created).
+fn kill(runtime: &str, id: &str) -> bool {
     let killed = Command::new(runtime)
         .args(["kill", id, "KILL"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status();
-    if let Err(error) = killed {
-        tracing::warn!("cannot kill container {id}: {error}");
+    match killed {
+        Ok(status) => status.success(),
+        Err(error) => {
+            tracing::warn!("cannot kill container {id}: {error}");
+            false
+        }
     }
 }
 
@@ -126,11 +170,11 @@ impl Registered {
         Ok(registered)
     }
 
-    /// Kills the container again if a stop came while it was being created (a kill before the
-    /// runtime created it finds nothing).
+    /// Kills the container at once if a stop came while it was being created (the kills of
+    /// [`stop`] may have come before the runtime knew it; its thread goes on trying).
     pub fn kill_if_stopping(&self, runtime: &str) {
         if requested().is_some() {
-            kill(runtime, &self.id);
+            let _ = kill(runtime, &self.id);
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod mounts;
 mod progress;
 pub mod rootfs;
 pub mod schedule;
+pub mod selection;
 pub mod users;
 
 use std::time::Instant;

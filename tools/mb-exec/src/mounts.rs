@@ -13,6 +13,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -24,7 +25,9 @@ use mb_core::Store;
 use nix::fcntl::{Flock, FlockArg};
 use oci_spec::runtime::{Mount, MountBuilder};
 
+use crate::copy::copy_checked;
 use crate::error::ExecError;
+use crate::interrupt;
 use crate::rootfs::{lower_dirs, resolve_in_root, OverlayMount, Upper};
 
 /// Where secrets and bundles go: a tmpfs, so that nothing secret ever reaches a disk.
@@ -420,13 +423,16 @@ pub fn image_layers(store: &Store, reference: &str) -> Result<Vec<LayerRef>, Exe
 }
 
 /// Copies the entries mb-hash selected from the context into `staged`, a fresh path: a
-/// directory, or the file itself when the selection is one file.
+/// directory, or the file itself when the selection is one file. Files are checked against
+/// their recorded size and digest as they are copied, as COPY checks them, so a RUN never sees
+/// content other than what its key was computed from.
 fn stage_selection(root: &Path, selection: &Selection, staged: &Path) -> Result<(), ExecError> {
     let single_file = matches!(selection.entries.as_slice(), [only] if only.name.is_empty() && only.kind != EntryKind::Dir);
     if !single_file {
         fs::create_dir_all(staged).map_err(ExecError::io(staged))?;
     }
     for entry in &selection.entries {
+        interrupt::check()?;
         let source = root.join(&entry.source);
         let target = if entry.name.is_empty() {
             staged.to_path_buf()
@@ -439,8 +445,16 @@ fn stage_selection(root: &Path, selection: &Selection, staged: &Path) -> Result<
         match entry.kind {
             EntryKind::Dir => fs::create_dir_all(&target).map_err(ExecError::io(&target))?,
             EntryKind::File => {
-                fs::copy(&source, &target)
-                    .map_err(|_| ExecError::ContextChanged(source.clone()))?;
+                copy_checked(&source, entry.size, entry.digest.as_deref(), |file| {
+                    // io::copy reads straight into a BufWriter's buffer: 1 MiB reads, not 8 KiB.
+                    let mut staged_file = io::BufWriter::with_capacity(
+                        1 << 20,
+                        fs::File::create(&target).map_err(ExecError::io(&target))?,
+                    );
+                    io::copy(&mut file.take(entry.size), &mut staged_file)
+                        .and_then(|_| staged_file.flush())
+                        .map_err(ExecError::io(&target))
+                })?;
             }
             EntryKind::Symlink => {
                 let link = fs::read_link(&source).map_err(ExecError::io(&source))?;

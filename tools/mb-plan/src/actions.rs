@@ -74,6 +74,7 @@ pub(crate) fn resolve_action(
             args_env,
             network,
             mounts,
+            script,
         } => {
             let mut env = config.env.clone().unwrap_or_default();
             let mut proxy_env = Vec::new();
@@ -104,6 +105,7 @@ pub(crate) fn resolve_action(
                 network,
                 proxy_env,
                 mounts: mounts.clone(),
+                script: script.clone(),
             }
         }
         Op::Copy {

@@ -73,7 +73,8 @@ fn describe_action_changes(old: &Value, new: &Value, changes: &mut Vec<String>) 
     if old["type"] != new["type"] {
         return;
     }
-    if old["argv"] != new["argv"] && !old["argv"].is_null() {
+    let command_changed = old["argv"] != new["argv"] && !old["argv"].is_null();
+    if command_changed || old["script"] != new["script"] {
         changes.push("the command changed".to_string());
     }
     if old["env"] != new["env"] {
@@ -217,6 +218,18 @@ mod tests {
         assert!(
             reason.contains("base image changed (sha256:old → sha256:new)"),
             "{reason}"
+        );
+    }
+
+    #[test]
+    fn a_changed_heredoc_script_is_a_changed_command() {
+        let previous = record("a", &[], &[]);
+        let mut current = record("b", &[], &[]);
+        current.material["action"]["script"] =
+            json!({"name": "EOF", "body": "#!/bin/sh\necho hi\n"});
+        assert_eq!(
+            why_missed(Some(&previous), &current, true),
+            "the command changed since the last build"
         );
     }
 

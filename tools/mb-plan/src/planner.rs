@@ -219,9 +219,11 @@ fn resolve_base(
                 location: stage.location.to_string(),
                 reason: format!("stage {index} is used before it is defined"),
             })?;
+            // As from an image: the base stage's ONBUILD triggers ran in this stage (mb-parse
+            // put them first) and are not inherited by its config.
             Ok((
                 ResolvedBase::Stage { index: *index },
-                base.config.clone(),
+                base.config.clone().for_new_stage(),
                 base.layers.clone(),
             ))
         }
@@ -379,6 +381,7 @@ mod tests {
             args_env: vec![],
             network: None,
             mounts: vec![],
+            script: None,
         }
     }
 
@@ -538,6 +541,44 @@ mod tests {
             },
         )?;
         assert_ne!(plain.steps[0].key, pinned.steps[0].key);
+        Ok(())
+    }
+
+    #[test]
+    fn a_base_stage_onbuild_triggers_are_not_inherited() -> Result<(), Error> {
+        let dir = tempfile::tempdir().map_err(mb_core::CoreError::io("tempdir"))?;
+        let store = Store::open(dir.path())?;
+        let mut document = document();
+        let onbuild = |line, trigger: &str| {
+            instruction(
+                line,
+                "ONBUILD",
+                Op::Onbuild {
+                    trigger: trigger.into(),
+                },
+            )
+        };
+        let base = &mut document.graph.stages[0];
+        base.instructions.push(onbuild(5, "RUN from-base"));
+        let mut child = base.clone();
+        child.index = 1;
+        child.base = Base::Stage { index: 0 };
+        child.instructions = vec![onbuild(7, "RUN from-child")];
+        document.graph.stages.push(child);
+        document.graph.target = 1;
+        let planned = plan(&document, &store, &PlanOptions::default())?;
+        let triggers: Vec<Option<&serde_json::Value>> = planned
+            .stages
+            .iter()
+            .map(|stage| stage.config.other.get(image::ONBUILD_FIELD))
+            .collect();
+        assert_eq!(
+            triggers,
+            [
+                Some(&serde_json::json!(["RUN from-base"])),
+                Some(&serde_json::json!(["RUN from-child"]))
+            ]
+        );
         Ok(())
     }
 

@@ -5,7 +5,6 @@ use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpListener;
 
-use mb_core::context::{ContextSection, Entry, EntryKind, Selection};
 use mb_core::graph::Heredoc;
 use mb_core::plan::{Action, CopyInput};
 use predicates::str::contains;
@@ -118,31 +117,12 @@ fn add_unpacks_archives_by_content_and_downloads_urls_with_checksums() -> TestRe
         vec![plan_stage(0, fixture.busybox_base(), vec![0, 1, 2], vec![])],
         steps,
     );
-    document.context = Some(ContextSection {
-        root: context.display().to_string(),
-        ignore_file: None,
-        n_files: 1,
-        n_bytes: archive.len() as u64,
-        n_read: 1,
-        n_cached: 0,
-        selections: vec![Selection {
-            stage: 0,
-            instruction: 2,
-            mount: None,
-            digest: "archive".to_string(),
-            n_files: 1,
-            n_bytes: archive.len() as u64,
-            entries: vec![Entry {
-                source: "bundle.bin".to_string(),
-                name: "bundle.bin".to_string(),
-                kind: EntryKind::File,
-                mode: 0o644,
-                size: archive.len() as u64,
-                digest: Some(blake3::hash(&archive).to_hex().to_string()),
-                target: None,
-            }],
-        }],
-    });
+    document.context = Some(one_file_context(
+        &context,
+        (0, 2, None),
+        "archive",
+        context_file("bundle.bin", "bundle.bin", 0o644, &archive),
+    ));
     let result = result_of(&fixture.exec(&document).success())?
         .result
         .ok_or("no result")?;
@@ -293,9 +273,5 @@ fn heredocs_images_link_zstd_and_workdir_owner() -> TestResult {
 }
 
 fn document_for_zstd(fixture: &Fixture) -> mb_core::Document {
-    document(
-        graph(&[(0, None)]),
-        vec![plan_stage(0, fixture.busybox_base(), vec![0], vec![])],
-        vec![pending(0, 0, 2, "RUN touch /made", shell("touch /made"))],
-    )
+    fixture.one_step("RUN touch /made", shell("touch /made"))
 }

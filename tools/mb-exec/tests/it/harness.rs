@@ -7,6 +7,7 @@ use std::io::Read;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::Path;
 
+use mb_core::context::{ContextSection, Entry, EntryKind, Selection};
 use mb_core::graph::{Base, Graph, Location, Platform, Stage};
 use mb_core::image::{self, HistoryEntry, ImageConfig, ImageParts};
 use mb_core::key::{chain_id, KeyMaterial, KEY_SCHEME};
@@ -112,6 +113,38 @@ impl Fixture {
             manifest: self.base_manifest.clone(),
             layers: self.base_layers.clone(),
         }
+    }
+
+    /// A plan of one step, on Dockerfile line 2, on the busybox base, keyed by mb-exec.
+    pub fn one_step(&self, display: &str, action: Action) -> Document {
+        document(
+            graph(&[(0, None)]),
+            vec![plan_stage(0, self.busybox_base(), vec![0], vec![])],
+            vec![pending(0, 0, 2, display, action)],
+        )
+    }
+
+    /// Starts mb-exec on `document` in the background, its output piped, for tests that
+    /// signal it while it works.
+    pub fn spawn_exec(
+        &self,
+        document: &Document,
+    ) -> Result<std::process::Child, Box<dyn std::error::Error>> {
+        use std::io::Write;
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(assert_cmd::cargo::cargo_bin("mb-exec"))
+            .arg("--store")
+            .arg(self.store.root())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        child
+            .stdin
+            .take()
+            .ok_or("no stdin")?
+            .write_all(serde_json::to_string(document)?.as_bytes())?;
+        Ok(child)
     }
 
     /// Runs mb-exec on `document`.
@@ -225,6 +258,7 @@ pub fn shell_with_mounts(script: &str, mounts: Vec<mb_core::graph::RunMount>) ->
             network,
             proxy_env,
             mounts,
+            script: None,
         },
         other => other,
     }
@@ -266,6 +300,48 @@ pub fn files_containing(root: &Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
     found
 }
 
+/// A regular file of the context as mb-hash lists it: `source` in the context, `name` under
+/// the destination, with its size and BLAKE3 digest.
+pub fn context_file(source: &str, name: &str, mode: u32, content: &[u8]) -> Entry {
+    Entry {
+        source: source.to_string(),
+        name: name.to_string(),
+        kind: EntryKind::File,
+        mode,
+        size: content.len() as u64,
+        digest: Some(blake3::hash(content).to_hex().to_string()),
+        target: None,
+    }
+}
+
+/// The context section mb-hash gives for `root` when one instruction (stage `stage`, index
+/// `instruction`, bind mount `mount` of it if any) selects one file, under the selection digest
+/// `digest`, which the plan's action names.
+pub fn one_file_context(
+    root: &Path,
+    (stage, instruction, mount): (usize, usize, Option<usize>),
+    digest: &str,
+    file: Entry,
+) -> ContextSection {
+    ContextSection {
+        root: root.display().to_string(),
+        ignore_file: None,
+        n_files: 1,
+        n_bytes: file.size,
+        n_read: 1,
+        n_cached: 0,
+        selections: vec![Selection {
+            stage,
+            instruction,
+            mount,
+            digest: digest.to_string(),
+            n_files: 1,
+            n_bytes: file.size,
+            entries: vec![file],
+        }],
+    }
+}
+
 pub fn shell(script: &str) -> Action {
     Action::Run {
         argv: vec!["/bin/sh".to_string(), "-c".to_string(), script.to_string()],
@@ -275,6 +351,7 @@ pub fn shell(script: &str) -> Action {
         network: "none".to_string(),
         proxy_env: vec![],
         mounts: vec![],
+        script: None,
     }
 }
 
@@ -360,4 +437,15 @@ pub fn result_of(
 ) -> Result<Document, Box<dyn std::error::Error>> {
     let stdout = String::from_utf8(assert.get_output().stdout.clone())?;
     Ok(Document::parse("test", &stdout, &[Kind::Result])?)
+}
+
+/// The lines of /proc/self/mountinfo that mention `store`: mounts a build left behind.
+pub fn mounts_under(store: &Path) -> Vec<String> {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let store = store.display().to_string();
+    mountinfo
+        .lines()
+        .filter(|line| line.contains(&store))
+        .map(str::to_string)
+        .collect()
 }

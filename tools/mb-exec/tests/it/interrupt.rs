@@ -1,23 +1,12 @@
 //! Stopping: SIGTERM in the middle of a RUN leaves no mounts, containers or temporary files and
 //! exits 143; a failing RUN in one of two parallel stages stops the other promptly.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use predicates::str::contains;
 
 use crate::harness::*;
-
-fn our_mounts(store: &std::path::Path) -> Vec<String> {
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let store = store.display().to_string();
-    mountinfo
-        .lines()
-        .filter(|line| line.contains(&store))
-        .map(str::to_string)
-        .collect()
-}
 
 #[test]
 fn sigterm_kills_the_container_and_cleans_up() -> TestResult {
@@ -25,33 +14,12 @@ fn sigterm_kills_the_container_and_cleans_up() -> TestResult {
         return Ok(());
     }
     let fixture = Fixture::new()?;
-    let document = document(
-        graph(&[(0, None)]),
-        vec![plan_stage(0, fixture.busybox_base(), vec![0], vec![])],
-        vec![pending(
-            0,
-            0,
-            2,
-            "RUN sleep 60",
-            shell("echo started; sleep 60"),
-        )],
-    );
-    let mut child = Command::new(assert_cmd::cargo::cargo_bin("mb-exec"))
-        .arg("--store")
-        .arg(fixture.store.root())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    child
-        .stdin
-        .take()
-        .ok_or("no stdin")?
-        .write_all(serde_json::to_string(&document)?.as_bytes())?;
+    let document = fixture.one_step("RUN sleep 60", shell("echo started; sleep 60"));
+    let child = fixture.spawn_exec(&document)?;
     let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id())?);
     std::thread::sleep(Duration::from_millis(1500));
     assert!(
-        !our_mounts(fixture.store.root()).is_empty(),
+        !mounts_under(fixture.store.root()).is_empty(),
         "the RUN has not started"
     );
     let stopped_at = Instant::now();
@@ -59,7 +27,7 @@ fn sigterm_kills_the_container_and_cleans_up() -> TestResult {
     let output = child.wait_with_output()?;
     assert!(stopped_at.elapsed() < Duration::from_secs(10));
     assert_eq!(output.status.code(), Some(143), "{output:?}");
-    assert_eq!(our_mounts(fixture.store.root()), Vec::<String>::new());
+    assert_eq!(mounts_under(fixture.store.root()), Vec::<String>::new());
     let containers = Command::new("runc").arg("list").output()?;
     let listed = String::from_utf8_lossy(&containers.stdout);
     assert!(
@@ -109,7 +77,7 @@ fn a_failing_stage_stops_the_other_promptly() -> TestResult {
         "took {:?}",
         started.elapsed()
     );
-    assert_eq!(our_mounts(fixture.store.root()), Vec::<String>::new());
+    assert_eq!(mounts_under(fixture.store.root()), Vec::<String>::new());
     assert_eq!(fixture.n_results(), 0);
     Ok(())
 }

@@ -3,8 +3,12 @@
 //! print why and pass without checking anything where those are missing (CI runs as root).
 
 mod add;
+mod bind_checks;
 mod harness;
+mod heredoc_script;
 mod interrupt;
+mod interrupt_layer;
 mod mounts;
 mod multi_stage;
+mod no_overlay;
 mod run;

@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 use std::fs;
 
-use mb_core::context::{ContextSection, Entry, EntryKind, Selection};
 use mb_core::graph::{CopyFrom, MountKind};
 use predicates::prelude::PredicateBooleanExt;
 use predicates::str::contains;
@@ -25,17 +24,7 @@ fn cache_mounts_persist_between_builds_and_stay_out_of_layers() -> TestResult {
         vec![cache]
     };
     let build = |script: &str| {
-        document(
-            graph(&[(0, None)]),
-            vec![plan_stage(0, fixture.busybox_base(), vec![0], vec![])],
-            vec![pending(
-                0,
-                0,
-                2,
-                "RUN --mount=type=cache",
-                shell_with_mounts(script, cache()),
-            )],
-        )
+        fixture.one_step("RUN --mount=type=cache", shell_with_mounts(script, cache()))
     };
     let first = result_of(
         &fixture
@@ -180,31 +169,12 @@ fn tmpfs_and_bind_mounts_of_the_context_and_a_stage_leave_no_trace() -> TestResu
         steps,
     );
     let content = "from the context\n";
-    document.context = Some(ContextSection {
-        root: context.display().to_string(),
-        ignore_file: None,
-        n_files: 1,
-        n_bytes: content.len() as u64,
-        n_read: 1,
-        n_cached: 0,
-        selections: vec![Selection {
-            stage: 1,
-            instruction: 4,
-            mount: Some(0),
-            digest: "context-selection".to_string(),
-            n_files: 1,
-            n_bytes: content.len() as u64,
-            entries: vec![Entry {
-                source: "src/input.txt".to_string(),
-                name: "input.txt".to_string(),
-                kind: EntryKind::File,
-                mode: 0o644,
-                size: content.len() as u64,
-                digest: Some(blake3::hash(content.as_bytes()).to_hex().to_string()),
-                target: None,
-            }],
-        }],
-    });
+    document.context = Some(one_file_context(
+        &context,
+        (1, 4, Some(0)),
+        "context-selection",
+        context_file("src/input.txt", "input.txt", 0o644, content.as_bytes()),
+    ));
     let result = result_of(&fixture.exec(&document).success())?
         .result
         .ok_or("no result")?;

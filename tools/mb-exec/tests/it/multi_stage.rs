@@ -2,7 +2,6 @@
 
 use std::fs;
 
-use mb_core::context::{ContextSection, Entry, EntryKind, Selection};
 use mb_core::plan::{Action, CopyInput};
 use predicates::str::contains;
 
@@ -98,31 +97,12 @@ fn copies_from_context_and_stage_then_rerun_is_cached() -> TestResult {
         steps,
     );
     let content = "hi from the context\n";
-    document.context = Some(ContextSection {
-        root: context.display().to_string(),
-        ignore_file: None,
-        n_files: 1,
-        n_bytes: content.len() as u64,
-        n_read: 1,
-        n_cached: 0,
-        selections: vec![Selection {
-            stage: 1,
-            instruction: 5,
-            mount: None,
-            digest: "selection".into(),
-            n_files: 1,
-            n_bytes: content.len() as u64,
-            entries: vec![Entry {
-                source: "hello.txt".into(),
-                name: "hello.txt".into(),
-                kind: EntryKind::File,
-                mode: 0o640,
-                size: content.len() as u64,
-                digest: Some(blake3::hash(content.as_bytes()).to_hex().to_string()),
-                target: None,
-            }],
-        }],
-    });
+    document.context = Some(one_file_context(
+        &context,
+        (1, 5, None),
+        "selection",
+        context_file("hello.txt", "hello.txt", 0o640, content.as_bytes()),
+    ));
     let assert = fixture
         .exec(&document)
         .success()
@@ -170,47 +150,21 @@ fn context_file_changed_after_hashing_is_an_error() -> TestResult {
     let context = fixture.dir.path().join("context");
     fs::create_dir_all(&context)?;
     fs::write(context.join("a.txt"), "changed")?;
-    let mut document = document(
-        graph(&[(0, None)]),
-        vec![plan_stage(0, fixture.busybox_base(), vec![0], vec![])],
-        vec![pending(
-            0,
-            0,
-            2,
-            "COPY a.txt /a.txt",
-            copy(
-                CopyInput::Context { digest: "s".into() },
-                &["a.txt"],
-                "/a.txt",
-                None,
-            ),
-        )],
+    let mut document = fixture.one_step(
+        "COPY a.txt /a.txt",
+        copy(
+            CopyInput::Context { digest: "s".into() },
+            &["a.txt"],
+            "/a.txt",
+            None,
+        ),
     );
-    document.context = Some(ContextSection {
-        root: context.display().to_string(),
-        ignore_file: None,
-        n_files: 1,
-        n_bytes: 7,
-        n_read: 1,
-        n_cached: 0,
-        selections: vec![Selection {
-            stage: 0,
-            instruction: 2,
-            mount: None,
-            digest: "s".into(),
-            n_files: 1,
-            n_bytes: 7,
-            entries: vec![Entry {
-                source: "a.txt".into(),
-                name: String::new(),
-                kind: EntryKind::File,
-                mode: 0o644,
-                size: 7,
-                digest: Some(blake3::hash(b"origin!").to_hex().to_string()),
-                target: None,
-            }],
-        }],
-    });
+    document.context = Some(one_file_context(
+        &context,
+        (0, 2, None),
+        "s",
+        context_file("a.txt", "", 0o644, b"origin!"),
+    ));
     fixture
         .exec(&document)
         .code(1)
