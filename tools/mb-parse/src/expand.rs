@@ -285,12 +285,16 @@ impl<'a, V: Variables + ?Sized> WordLexer<'a, V> {
                 if all {
                     self.position += 1;
                 }
-                let (pattern, stop) = self.word_until(&['/', '}'])?;
-                let replacement = if stop == Some('/') {
-                    self.word_until(&['}'])?.0
-                } else {
-                    String::new()
+                // As in BuildKit's lexer (not bash), the pattern runs to the next `/`, past any
+                // `}`: `${V/p}` without one is an error, not a deletion.
+                let pattern = match self.word_until(&['/']) {
+                    Ok((pattern, _)) => pattern,
+                    Err(_) if self.peek().is_none() => {
+                        return Err("syntax error: missing `/` in ${}".to_string())
+                    }
+                    Err(message) => return Err(message),
                 };
+                let (replacement, _) = self.word_until(&['}'])?;
                 out.push_str(&replace(
                     value.unwrap_or_default(),
                     &pattern,
@@ -479,7 +483,8 @@ mod tests {
             ("${FILE#nomatch}", "archive.tar.gz"),
             ("${FILE/a/A}", "Archive.tar.gz"),
             ("${FILE//a/A}", "Archive.tAr.gz"),
-            ("${FILE/.tar}", "archive.gz"),
+            ("${FILE/.tar/}", "archive.gz"),
+            ("${FILE/a}/b}", "archive.tar.gz"),
             ("${FILE/?r/X}", "Xchive.tar.gz"),
             ("${PATH//:/ }", "/usr/bin /bin"),
         ];
@@ -507,6 +512,8 @@ mod tests {
             ("${EMPTY:?}", "EMPTY: is not allowed to be empty"),
             ("${A:x}", "unsupported modifier"),
             ("${A!}", "unexpected `!`"),
+            ("${FILE/.tar}", "missing `/` in ${}"),
+            ("${FILE//a}", "missing `/` in ${}"),
         ];
         let vars = variables();
         for (word, expected) in cases {

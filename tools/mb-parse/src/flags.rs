@@ -94,11 +94,16 @@ impl Flags {
             .filter_map(|flag| flag.value.as_deref())
     }
 
-    /// A boolean flag: given alone or `=true` is true; absent or `=false` is false.
+    /// A boolean flag: given alone or `=true` is true; absent or `=false` is false, in any
+    /// case (`--link=FALSE`), as BuildKit lowercases the value.
     pub fn is_set(&self, name: &str) -> bool {
-        self.list
-            .iter()
-            .any(|flag| flag.name == name && flag.value.as_deref() != Some("false"))
+        self.list.iter().any(|flag| {
+            flag.name == name
+                && !flag
+                    .value
+                    .as_deref()
+                    .is_some_and(|value| value.eq_ignore_ascii_case("false"))
+        })
     }
 }
 
@@ -122,7 +127,10 @@ pub fn check<W: AsRef<str>>(keyword: &str, words: Vec<W>) -> Result<Flags, Strin
             return Err(format!("duplicate flag `--{name}`"));
         }
         match (spec.kind, value.as_deref()) {
-            (Kind::Bool, None | Some("true" | "false")) => {}
+            (Kind::Bool, None) => {}
+            // BuildKit's bflag compares the lowercased value, so `--link=TRUE` is fine.
+            (Kind::Bool, Some(given))
+                if given.eq_ignore_ascii_case("true") || given.eq_ignore_ascii_case("false") => {}
             (Kind::Bool, Some(other)) => {
                 return Err(format!("flag `--{name}` is true or false, not `{other}`"))
             }
@@ -156,6 +164,16 @@ mod tests {
         assert_eq!(flags.list[2].value, None);
         assert!(flags.is_set("link"));
         assert!(!check("COPY", words(&["--link=false"]))?.is_set("link"));
+        Ok(())
+    }
+
+    #[test]
+    fn boolean_values_ignore_case() -> Result<(), String> {
+        assert!(check("COPY", words(&["--link=TRUE"]))?.is_set("link"));
+        assert!(check("COPY", words(&["--link=True"]))?.is_set("link"));
+        assert!(!check("COPY", words(&["--link=False"]))?.is_set("link"));
+        assert!(!check("COPY", words(&["--link=FALSE"]))?.is_set("link"));
+        assert!(check("COPY", words(&["--link=1"])).is_err(), "only true and false");
         let run = check("RUN", words(&["--mount=a", "--network=none", "--mount=b"]))?;
         assert_eq!(run.values("mount").collect::<Vec<_>>(), ["a", "b"]);
         Ok(())

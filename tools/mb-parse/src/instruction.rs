@@ -146,25 +146,22 @@ const KEYWORDS: &[&str] = &[
 /// Checks one instruction's syntax.
 pub fn parse(raw: RawInstruction<'_>, escape: char) -> Result<Parsed, Problem> {
     let problem = |message: String| Problem::at(raw.line, message, raw.source_line);
-    let known = KEYWORDS
+    // An unknown keyword is what is wrong, whatever its flags say (BuildKit: `RUNN --mount=x y`
+    // is an unknown instruction, not an unknown flag).
+    let Some(keyword) = KEYWORDS
         .iter()
         .find(|known| known.eq_ignore_ascii_case(&raw.keyword))
-        .copied();
-    // An unknown keyword is reported after its flags, as it always was.
-    let keyword = known.map_or_else(
-        || Cow::Owned(raw.keyword.to_ascii_uppercase()),
-        Cow::Borrowed,
-    );
-    if NOT_SUPPORTED_YET.contains(&keyword.as_ref()) {
+        .copied()
+    else {
+        return Err(problem(format!("unknown instruction `{}`", raw.keyword)));
+    };
+    if NOT_SUPPORTED_YET.contains(&keyword) {
         return Err(problem(format!("{keyword} is not supported yet")));
     }
     let (flag_words, arguments) = split_flags(&raw.rest);
     let arguments = arguments.trim();
-    let checked = flags::check(&keyword, flag_words).map_err(&problem)?;
-    let (syntax, form) = syntax(&keyword, arguments, &checked, &raw, escape).map_err(&problem)?;
-    let Some(keyword) = known else {
-        return Err(problem(format!("unknown instruction `{}`", raw.keyword)));
-    };
+    let checked = flags::check(keyword, flag_words).map_err(&problem)?;
+    let (syntax, form) = syntax(keyword, arguments, &checked, &raw, escape).map_err(&problem)?;
     let arguments = arguments.to_string();
     let heredocs = raw
         .heredocs
@@ -692,6 +689,10 @@ mod tests {
     #[test]
     fn unknown_and_unsupported_instructions() {
         assert!(syntax_of("RUNN x").is_err_and(|e| e == "unknown instruction `RUNN`"));
+        assert!(
+            syntax_of("RUNN --mount=x y").is_err_and(|e| e == "unknown instruction `RUNN`"),
+            "the keyword is reported, not its flags"
+        );
         assert!(syntax_of("MAINTAINER me").is_err_and(|e| e == "MAINTAINER is not supported yet"));
         assert!(syntax_of("USER").is_err_and(|e| e == "USER needs a user"));
         assert!(syntax_of("USER --x a").is_err_and(|e| e.contains("unknown flag")));

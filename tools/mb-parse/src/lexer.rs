@@ -232,17 +232,19 @@ fn read_directives(lines: &[&str]) -> Result<Directives, Problem> {
     Ok(directives)
 }
 
-/// `# check=skip=Rule1,Rule2;error=true`, validated as BuildKit does: `;`-separated
-/// `key=value` parts, keys `skip` (a comma list of rule names, or `all`) and `error` (a bool).
+/// `# check=skip=Rule1,Rule2;experimental=all;error=true`, validated as BuildKit's
+/// `linter.ParseLintOptions` does: up to three `;`-separated `key=value` parts (the third takes
+/// the rest of the text), keys `skip` and `experimental` (a comma list of rule names, or `all`)
+/// and `error` (a bool).
 fn check_directive(value: &str) -> Result<(), String> {
-    for part in value.split(';') {
+    for part in value.splitn(3, ';') {
         let Some((key, option)) = part.split_once('=') else {
             return Err(format!(
-                "invalid check option `{part}`: expected skip=... or error=..."
+                "invalid check option `{part}`: expected skip=..., experimental=... or error=..."
             ));
         };
         match key.trim() {
-            "skip" => {}
+            "skip" | "experimental" => {}
             "error" => {
                 if !matches!(
                     option.trim(),
@@ -263,7 +265,11 @@ fn check_directive(value: &str) -> Result<(), String> {
                     ));
                 }
             }
-            other => return Err(format!("invalid check option `{other}`: use skip or error")),
+            other => {
+                return Err(format!(
+                    "invalid check option `{other}`: use skip, experimental or error"
+                ))
+            }
         }
     }
     Ok(())
@@ -442,6 +448,12 @@ mod tests {
             result.directives.check.as_deref(),
             Some("skip=JSONArgsRecommended,StageNameCasing;error=true")
         );
+        let experimental = lexed("# check=experimental=all;skip=all;error=false\nFROM a");
+        assert_eq!(
+            experimental.directives.check.as_deref(),
+            Some("experimental=all;skip=all;error=false")
+        );
+        assert!(lex("# check=experimental=InvalidDefinitionDescription\nFROM a").is_ok());
         for (text, expected) in [
             ("# check=error=maybe\nFROM a", "error is true or false"),
             ("# check=fast=1\nFROM a", "invalid check option `fast`"),

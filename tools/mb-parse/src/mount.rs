@@ -181,13 +181,9 @@ pub fn run_mount(
                 mount.required = parse_bool(&value).ok_or_else(|| invalid("not true or false"))?;
             }
             "id" => mount.id = Some(value),
+            // Whether the type allows it is checked once every option is read, as BuildKit
+            // does: `sharing=locked,type=cache` is fine.
             "sharing" => {
-                if kind != MountKind::Cache {
-                    return Err(format!(
-                        "RUN --mount: `sharing` is only for cache mounts, not {}",
-                        kind_name(kind)
-                    ));
-                }
                 let sharing = value.to_ascii_lowercase();
                 if !matches!(sharing.as_str(), "shared" | "private" | "locked") {
                     return Err(invalid("use shared, private or locked"));
@@ -215,6 +211,12 @@ pub fn run_mount(
         }
     }
     mount.kind = kind;
+    if mount.sharing.is_some() && kind != MountKind::Cache {
+        return Err(format!(
+            "RUN --mount: `sharing` is only for cache mounts, not {}",
+            kind_name(kind)
+        ));
+    }
     let file_info_allowed = matches!(kind, MountKind::Secret | MountKind::Ssh | MountKind::Cache);
     if !file_info_allowed && (mount.mode.is_some() || mount.uid.is_some() || mount.gid.is_some()) {
         return Err(format!(
@@ -257,7 +259,13 @@ pub fn run_mount(
             // As BuildKit: source= is another name for the id, and the id defaults to the
             // target's file name.
             let id = match (mount.source.take(), mount.id.take()) {
-                (Some(source), _) => source,
+                (Some(_), Some(_)) => {
+                    return Err(
+                        "RUN --mount type=secret takes source= or id=, not both (they name the same secret)"
+                            .to_string(),
+                    )
+                }
+                (Some(source), None) => source,
                 (None, Some(id)) => id,
                 (None, None) if !mount.target.is_empty() => base_name(&mount.target).to_string(),
                 (None, None) => {
@@ -408,6 +416,18 @@ mod tests {
     }
 
     #[test]
+    fn options_are_checked_against_the_type_given_anywhere() -> Result<(), String> {
+        let cache = mount("sharing=locked,type=cache,target=/x", None)?;
+        assert_eq!(cache.kind, MountKind::Cache);
+        assert_eq!(cache.sharing.as_deref(), Some("locked"));
+        let error = mount("sharing=locked,type=tmpfs,target=/x", None)
+            .err()
+            .unwrap_or_default();
+        assert!(error.contains("only for cache mounts, not tmpfs"), "{error}");
+        Ok(())
+    }
+
+    #[test]
     fn secrets_and_ssh_get_buildkit_defaults() -> Result<(), String> {
         let secret = mount("type=secret,id=aws,required", None)?;
         assert_eq!(secret.target, "/run/secrets/aws");
@@ -475,6 +495,7 @@ mod tests {
             ("type=tmpfs,target=/x,size=lots", "not a size"),
             ("type=secret,from=x,id=a", "takes no from="),
             ("type=secret", "needs an id= or a target="),
+            ("type=secret,source=a,id=b", "source= or id=, not both"),
             ("type=ssh,source=x", "takes no from= or source="),
             ("target=/", "cannot mount over /"),
             ("from=$STAGE,target=/x", "not expanded in from="),
