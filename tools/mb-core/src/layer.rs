@@ -590,20 +590,42 @@ pub fn read_xattrs(path: &Path) -> Vec<(String, Vec<u8>)> {
     let Ok(c_path) = CString::new(path.as_os_str().as_bytes()) else {
         return Vec::new();
     };
-    let mut names = vec![0u8; 1024];
     // SAFETY: the path is NUL-terminated and the buffer's length is passed with it.
-    let n_bytes =
-        unsafe { libc::llistxattr(c_path.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
-    if n_bytes <= 0 {
+    let names = read_sized(|buffer, size| unsafe {
+        libc::llistxattr(c_path.as_ptr(), buffer.cast(), size)
+    });
+    let Some(names) = names else {
         return Vec::new();
-    }
-    names.truncate(n_bytes as usize);
+    };
     names
         .split(|&byte| byte == 0)
         .filter_map(|name| std::str::from_utf8(name).ok())
         .filter(|name| !name.is_empty() && !name.starts_with(OVERLAY_XATTR_PREFIX))
         .filter_map(|name| Some((name.to_string(), read_xattr(path, name)?)))
         .collect()
+}
+
+/// Reads what an `l*xattr` call returns, however long: asks for the size first (a call with a
+/// null buffer and size 0), then reads into a buffer that size, and asks again if the value grew
+/// in between (`ERANGE`). A fixed buffer would drop a long value or name list without a word:
+/// file capabilities, ACLs and SELinux labels are each well under one, but `user.` values may
+/// take up to 64 KiB. `None` when the call fails otherwise (no such attribute, no xattrs here).
+fn read_sized(mut call: impl FnMut(*mut u8, usize) -> libc::ssize_t) -> Option<Vec<u8>> {
+    loop {
+        let size = call(std::ptr::null_mut(), 0);
+        if size < 0 {
+            return None;
+        }
+        let mut buffer = vec![0u8; size as usize];
+        let n_bytes = call(buffer.as_mut_ptr(), buffer.len());
+        if n_bytes >= 0 {
+            buffer.truncate(n_bytes as usize);
+            return Some(buffer);
+        }
+        if io::Error::last_os_error().raw_os_error() != Some(libc::ERANGE) {
+            return None;
+        }
+    }
 }
 
 /// Whether overlayfs marked a directory opaque (deleted and made again in the upper layer).
@@ -644,17 +666,10 @@ pub fn set_overlay_opaque(path: &Path) -> Result<(), CoreError> {
 
 fn read_xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
     let (c_path, c_name) = c_strings(path, name).ok()?;
-    let mut buffer = vec![0u8; 256];
     // SAFETY: both strings are NUL-terminated and the buffer's length is passed with it.
-    let n_bytes = unsafe {
-        libc::lgetxattr(
-            c_path.as_ptr(),
-            c_name.as_ptr(),
-            buffer.as_mut_ptr().cast(),
-            buffer.len(),
-        )
-    };
-    (n_bytes >= 0).then(|| buffer[..n_bytes as usize].to_vec())
+    read_sized(|buffer, size| unsafe {
+        libc::lgetxattr(c_path.as_ptr(), c_name.as_ptr(), buffer.cast(), size)
+    })
 }
 
 /// Sets the extended attribute `name` of `path` (not following symlinks) to `value`.
@@ -1109,6 +1124,42 @@ mod tests {
             assert!(is_overlay_opaque(dir.path()));
             assert!(read_xattrs(dir.path()).is_empty());
         }
+        Ok(())
+    }
+
+    #[test]
+    fn long_xattr_values_and_long_name_lists_are_read_whole() -> Result<(), CoreError> {
+        let dir = tempdir()?;
+        // One file with a value far past any small first guess; ext4 keeps all of an inode's
+        // xattrs in one 4 KiB block, so 4000 bytes is about the most it takes.
+        let long_value_file = dir.path().join("long-value");
+        fs::write(&long_value_file, b"").map_err(CoreError::io(&long_value_file))?;
+        let long_value: Vec<u8> = (0..4000u32).map(|i| b'a' + (i % 26) as u8).collect();
+        if let Err(error) = set_xattr(&long_value_file, "user.long", &long_value) {
+            eprintln!("the filesystem refuses a 4000-byte user xattr ({error}): nothing to check");
+            return Ok(());
+        }
+        assert_eq!(
+            read_xattrs(&long_value_file),
+            vec![("user.long".to_string(), long_value)]
+        );
+        // Another with a name list (each name and its NUL) of over 2 KiB.
+        let many_names_file = dir.path().join("many-names");
+        fs::write(&many_names_file, b"").map_err(CoreError::io(&many_names_file))?;
+        let mut expected = Vec::new();
+        for name_idx in 0..60 {
+            let name = format!("user.attribute-with-a-long-name-{name_idx:03}");
+            if let Err(error) = set_xattr(&many_names_file, &name, b"v") {
+                eprintln!("the filesystem refuses a {name_idx}th user xattr ({error}): stopping");
+                break;
+            }
+            expected.push((name, b"v".to_vec()));
+        }
+        let names_len: usize = expected.iter().map(|(name, _)| name.len() + 1).sum();
+        assert!(names_len > 1024, "only {names_len} bytes of names were set");
+        let mut read = read_xattrs(&many_names_file);
+        read.sort();
+        assert_eq!(read, expected);
         Ok(())
     }
 
