@@ -6,6 +6,7 @@
 //! them; a directory that is excluded but has re-included descendants stays in the tree (as
 //! the context Docker sends would have it), so that those descendants have a parent.
 
+use std::borrow::Cow;
 use std::cell::Cell;
 use std::ffi::{CStr, OsStr};
 use std::mem::MaybeUninit;
@@ -312,15 +313,31 @@ fn list(dir: &Path, relative: String, rules: &IgnoreRules) -> Result<Listing, Ha
         if matches!(c_name.to_bytes(), b"." | b"..") {
             continue;
         }
-        let name = c_name
-            .to_str()
-            .map_err(|_| HashError::NonUtf8Name(entry_path(c_name)))?;
+        // Exclusion is decided before anything else, on the name made UTF-8 lossily, so that
+        // an excluded entry costs no syscall and its name, which the documents could not
+        // carry, is no error: `node_modules/\xff` or `\xff.tmp` under `*.tmp` must not fail
+        // the build. The lossy name only matters for names that are not UTF-8, which are an
+        // error unless excluded.
+        let lossy_name = String::from_utf8_lossy(c_name.to_bytes());
         entry_relative.truncate(relative_len);
-        entry_relative.push_str(name);
+        entry_relative.push_str(&lossy_name);
+        let excluded = rules.is_excluded(&entry_relative);
+        // The directory entry's type (d_type) says, without a stat, whether an excluded entry
+        // can be dropped: anything but a directory that an exception may reach into. A
+        // filesystem that does not fill in d_type (Unknown) gets the stat below.
+        let listed_type = dir_entry.file_type();
+        if excluded
+            && match listed_type {
+                FileType::Unknown => false,
+                FileType::Directory => !rules.may_reinclude_below(&entry_relative),
+                _ => true,
+            }
+        {
+            continue;
+        }
         let stat = rustix::fs::statat(&dir_fd, c_name, AtFlags::SYMLINK_NOFOLLOW)
             .map_err(|errno| io_error(&entry_path(c_name), errno))?;
         let file_type = FileType::from_raw_mode(stat.st_mode);
-        let excluded = rules.is_excluded(&entry_relative);
         let stat = FileStat::of(&stat);
         let mut node = Node {
             kind: EntryKind::File,
@@ -361,6 +378,9 @@ fn list(dir: &Path, relative: String, rules: &IgnoreRules) -> Result<Listing, Ha
                 continue;
             }
         }
+        let Cow::Borrowed(name) = lossy_name else {
+            return Err(HashError::NonUtf8Name(entry_path(c_name)));
+        };
         let name_start = names.len();
         names.push_str(name);
         scratch.entries.push(Listed {
@@ -469,6 +489,28 @@ mod tests {
         assert!(tree.get("src/deep").is_none());
         assert!(tree.get("src/deep/x.rs").is_none());
         assert_eq!(tree.n_files(), 2);
+        Ok(())
+    }
+
+    #[test]
+    fn an_excluded_name_that_is_not_utf8_is_skipped_but_an_included_one_is_an_error(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let root = dir.path();
+        fs::write(root.join(OsStr::from_bytes(b"\xff.tmp")), "x")?;
+        fs::write(root.join("kept"), "k")?;
+        let rules = IgnoreRules::parse("*.tmp", Path::new(".dockerignore"))?;
+        let tree = ContextTree::scan(root, &rules)?;
+        assert_eq!(tree.n_files(), 1);
+        assert!(tree.get("kept").is_some());
+        let error = ContextTree::scan(root, &IgnoreRules::default())
+            .err()
+            .map(|error| error.to_string())
+            .unwrap_or_default();
+        assert!(
+            error.contains(".tmp") && error.contains("not UTF-8"),
+            "{error}"
+        );
         Ok(())
     }
 
