@@ -49,7 +49,8 @@ pub enum HashError {
         location: Location,
     },
     /// A symlink named as a COPY source that points out of the context.
-    #[error("{keyword} source {source_path} is a symlink to {target}, which is outside the build context ({location})")]
+    /// Followed hop by hop through the context's links, as the kernel would.
+    #[error("{keyword} source {source_path} is a symlink to {target}, which leads outside the build context ({location})")]
     SymlinkEscapes {
         /// COPY or ADD.
         keyword: String,
@@ -60,9 +61,29 @@ pub enum HashError {
         /// The instruction.
         location: Location,
     },
+    /// A symlink named as a COPY source that does not resolve within 40 links, as the
+    /// kernel's ELOOP.
+    #[error("{keyword} source {source_path} is a symlink that does not resolve within 40 links (a loop?) ({location})")]
+    SymlinkLoop {
+        /// COPY or ADD.
+        keyword: String,
+        /// The link, relative to the context.
+        source_path: String,
+        /// The instruction.
+        location: Location,
+    },
     /// A file name that is not UTF-8, which the documents cannot carry.
     #[error("{0}: the file name is not UTF-8")]
     NonUtf8Name(PathBuf),
+    /// A file the walk found regular was something else when it was opened to be hashed: the
+    /// context changed during the build.
+    #[error("{path}: was a regular file when the context was walked but is now a {found}; the build context changed while it was being hashed")]
+    NotARegularFile {
+        /// The file.
+        path: PathBuf,
+        /// What it is now.
+        found: &'static str,
+    },
     /// Reading the context failed.
     #[error("{path}: {source}")]
     Io {
@@ -92,7 +113,9 @@ impl Failure for HashError {
             | HashError::BadSourcePattern { .. } => ExitStatus::BadInput,
             HashError::SourceNotFound { .. }
             | HashError::SymlinkEscapes { .. }
+            | HashError::SymlinkLoop { .. }
             | HashError::NonUtf8Name(_)
+            | HashError::NotARegularFile { .. }
             | HashError::Io { .. } => ExitStatus::BuildFailed,
             HashError::Core(core) => core.exit_status(),
         }

@@ -24,6 +24,8 @@
 //! deliberately left out. Bump the version string on any change.
 
 use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use rayon::prelude::*;
@@ -57,21 +59,65 @@ pub struct FileDigest {
     pub size: u64,
 }
 
-/// Hashes one file.
-pub fn hash_file(path: &Path, size_hint: u64) -> Result<FileDigest, HashError> {
+/// Hashes one file, which the walk found to be a regular file.
+///
+/// Opened without following a symlink and without blocking, then checked with `fstat`, so that
+/// a file swapped for a symlink (which could point anywhere on the host) or for a fifo (which
+/// would hang the read) between the walk and the read is an error naming it rather than
+/// content from elsewhere. Big files are memory-mapped through `/proc/self/fd`, which reopens
+/// the very file checked rather than whatever the path names by then; without `/proc` they
+/// are read through the open descriptor.
+pub fn hash_file(path: &Path) -> Result<FileDigest, HashError> {
+    let swapped = |found: &'static str| HashError::NotARegularFile {
+        path: path.to_path_buf(),
+        found,
+    };
+    let file = File::options()
+        .read(true)
+        .custom_flags(libc_flags::O_NOFOLLOW | libc_flags::O_NONBLOCK)
+        .open(path)
+        .map_err(|error| match error.raw_os_error() {
+            Some(libc_flags::ELOOP) => swapped("symlink"),
+            _ => HashError::io(path)(error),
+        })?;
+    let metadata = file.metadata().map_err(HashError::io(path))?;
+    let file_type = metadata.file_type();
+    if !file_type.is_file() {
+        return Err(swapped(if file_type.is_dir() {
+            "directory"
+        } else {
+            "special file"
+        }));
+    }
     let mut hasher = blake3::Hasher::new();
-    if size_hint >= MMAP_THRESHOLD {
-        hasher
-            .update_mmap_rayon(path)
-            .map_err(HashError::io(path))?;
+    let mapped = if metadata.len() >= MMAP_THRESHOLD {
+        let by_descriptor = Path::new("/proc/self/fd").join(file.as_raw_fd().to_string());
+        match hasher.update_mmap_rayon(&by_descriptor) {
+            Ok(_) => true,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => false,
+            Err(error) => return Err(HashError::io(path)(error)),
+        }
     } else {
-        let file = File::open(path).map_err(HashError::io(path))?;
+        false
+    };
+    if !mapped {
         hasher.update_reader(file).map_err(HashError::io(path))?;
     }
     Ok(FileDigest {
         hash: hasher.finalize(),
         size: hasher.count(),
     })
+}
+
+/// The few constants of `<fcntl.h>` and `<errno.h>` that [`hash_file`] needs, from rustix
+/// rather than a libc dependency.
+mod libc_flags {
+    /// Fail with ELOOP instead of following a symlink in the last component.
+    pub const O_NOFOLLOW: i32 = rustix::fs::OFlags::NOFOLLOW.bits() as i32;
+    /// Open a fifo without waiting for a writer.
+    pub const O_NONBLOCK: i32 = rustix::fs::OFlags::NONBLOCK.bits() as i32;
+    /// What O_NOFOLLOW gives for a symlink.
+    pub const ELOOP: i32 = rustix::io::Errno::LOOP.raw_os_error();
 }
 
 /// The digests of the files a run needed, by context-relative path.
@@ -114,8 +160,8 @@ pub fn hash_files<'t>(
         to_read
             .par_iter()
             .map(|file_idx| {
-                let (path, node) = wanted[*file_idx];
-                hash_file(&tree.root().join(path), node.size)
+                let (path, _) = wanted[*file_idx];
+                hash_file(&tree.root().join(path))
             })
             .collect::<Result<Vec<FileDigest>, HashError>>()
     };
@@ -340,15 +386,48 @@ mod tests {
             .map(|i| (i % 251) as u8)
             .collect();
         std::fs::write(&big, &big_content)?;
-        assert_eq!(hash_file(&small, 5)?.hash, blake3::hash(b"small"));
-        let big_digest = hash_file(&big, big_content.len() as u64)?;
+        assert_eq!(hash_file(&small)?.hash, blake3::hash(b"small"));
+        let big_digest = hash_file(&big)?;
         assert_eq!(big_digest.hash, blake3::hash(&big_content));
         assert_eq!(big_digest.size, big_content.len() as u64);
-        let missing = hash_file(&dir.path().join("missing"), 0)
+        let missing = hash_file(&dir.path().join("missing"))
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(missing.contains("missing"), "{missing}");
+        Ok(())
+    }
+
+    #[test]
+    fn a_file_swapped_for_a_link_fifo_or_directory_is_an_error_naming_it(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        std::fs::write(dir.path().join("real"), b"real")?;
+        std::os::unix::fs::symlink("real", dir.path().join("link"))?;
+        std::fs::create_dir(dir.path().join("dir"))?;
+        let fifo = dir.path().join("fifo");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status()?;
+        assert!(made.success());
+        for (name, found) in [
+            ("link", "now a symlink"),
+            ("fifo", "now a special file"),
+            ("dir", "now a directory"),
+        ] {
+            // A fifo opened for reading without O_NONBLOCK would wait here for a writer.
+            let error = hash_file(&dir.path().join(name))
+                .err()
+                .map(|error| error.to_string())
+                .unwrap_or_default();
+            assert!(
+                error.starts_with(&format!("{}: ", dir.path().join(name).display()))
+                    && error.contains(found),
+                "{name}: {error}"
+            );
+        }
+        assert_eq!(
+            hash_file(&dir.path().join("real"))?.hash,
+            blake3::hash(b"real")
+        );
         Ok(())
     }
 }

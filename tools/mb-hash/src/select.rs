@@ -133,13 +133,23 @@ pub fn select<'t>(
             continue;
         };
         if let Some(target) = &node.target {
-            if link_escapes(tree.root(), path, target) {
-                return Err(HashError::SymlinkEscapes {
-                    keyword: copy.keyword.to_string(),
-                    source_path: path.clone(),
-                    target: target.clone(),
-                    location: copy.location.clone(),
-                });
+            match resolve_link(tree, tree.root(), path, target) {
+                Resolved::Inside => {}
+                Resolved::Escapes => {
+                    return Err(HashError::SymlinkEscapes {
+                        keyword: copy.keyword.to_string(),
+                        source_path: path.clone(),
+                        target: target.clone(),
+                        location: copy.location.clone(),
+                    })
+                }
+                Resolved::TooManyHops => {
+                    return Err(HashError::SymlinkLoop {
+                        keyword: copy.keyword.to_string(),
+                        source_path: path.clone(),
+                        location: copy.location.clone(),
+                    })
+                }
             }
         }
         let name = if destination_is_the_file {
@@ -213,18 +223,95 @@ fn glob(tree: &ContextTree, pattern: &str) -> Result<Vec<String>, crate::glob::B
     Ok(candidates)
 }
 
-/// Whether the link at context path `link` pointing at `target` resolves outside the context
-/// directory `root` (relative targets against the link's directory, absolute ones as they are).
-fn link_escapes(root: &Path, link: &str, target: &str) -> bool {
-    if target.starts_with('/') {
-        let root_text = root.to_string_lossy();
-        let resolved = clean_path(target);
-        return !(resolved == root_text
-            || resolved.starts_with(&format!("{}/", root_text.trim_end_matches('/'))));
+/// The most symlinks one resolution follows, as Linux's `MAXSYMLINKS`: more is a loop.
+const MAX_HOPS: usize = 40;
+
+/// Where following a symlink of the context ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Resolved {
+    /// Inside the context (possibly at a path the context does not have: a dangling link).
+    Inside,
+    /// Outside the context directory.
+    Escapes,
+    /// More than [`MAX_HOPS`] links: a loop, as the kernel's ELOOP.
+    TooManyHops,
+}
+
+/// Follows the link at context path `link` pointing at `target` as the kernel would, hop by
+/// hop through the links of `tree` (rooted at the canonical directory `root`), links to
+/// directories and the final component included, and says where it ends. Relative targets
+/// start from the link's directory, absolute ones must lead to `root` or below it. A `..` goes
+/// to the parent of the directory actually reached, not of the text, so `a -> d/../x` with
+/// `d -> sub/deep` ends at `sub/x`. A component the tree does not have (missing, or excluded
+/// and so not in the context Docker sends) is taken as a plain name.
+///
+/// Only symlinks named as sources get here, so owned components cost nothing that matters.
+fn resolve_link(tree: &ContextTree, root: &Path, link: &str, target: &str) -> Resolved {
+    let root_text = root.to_string_lossy();
+    let root_text = root_text.trim_end_matches('/');
+    // The directory reached so far, as context-relative components.
+    let mut reached: Vec<String> = link.rsplit_once('/').map_or_else(Vec::new, |(dir, _)| {
+        dir.split('/').map(str::to_string).collect()
+    });
+    // Components still to follow, the next one last.
+    let mut pending: Vec<String> = Vec::new();
+    let mut next_target = Some(target.to_string());
+    let mut n_hops = 0;
+    loop {
+        if let Some(target) = next_target.take() {
+            n_hops += 1;
+            if n_hops > MAX_HOPS {
+                return Resolved::TooManyHops;
+            }
+            let relative = if target.starts_with('/') {
+                let Some(below) = below_root(root_text, &target) else {
+                    return Resolved::Escapes;
+                };
+                reached.clear();
+                below
+            } else {
+                target
+            };
+            pending.extend(relative.rsplit('/').map(str::to_string));
+        }
+        let Some(component) = pending.pop() else {
+            return Resolved::Inside;
+        };
+        match component.as_str() {
+            "" | "." => {}
+            ".." => {
+                if reached.pop().is_none() {
+                    return Resolved::Escapes;
+                }
+            }
+            _ => {
+                let mut path = String::new();
+                for reached_component in &reached {
+                    path.push_str(reached_component);
+                    path.push('/');
+                }
+                path.push_str(&component);
+                match tree.get(&path).and_then(|node| node.target.clone()) {
+                    Some(link_target) => next_target = Some(link_target),
+                    None => reached.push(component),
+                }
+            }
+        }
     }
-    let link_dir = link.rsplit_once('/').map_or("", |(dir, _)| dir);
-    let resolved = clean_path(&join(link_dir, target));
-    resolved == ".." || resolved.starts_with("../")
+}
+
+/// The part of the absolute link target `target` below the context directory `root_text`
+/// (`""` for the directory itself), or None when it is outside. A target that names the root
+/// as written is walked from there, so that its `..` go through the context's own links;
+/// any other is judged by its cleaned text, as the host's links on the way are not ours to
+/// know.
+fn below_root(root_text: &str, target: &str) -> Option<String> {
+    let below = |path: &str| {
+        path.strip_prefix(root_text)
+            .filter(|rest| rest.is_empty() || rest.starts_with('/'))
+            .map(str::to_string)
+    };
+    below(target).or_else(|| below(&clean_path(target)))
 }
 
 #[cfg(test)]
@@ -455,6 +542,108 @@ mod tests {
                 .count(),
             3
         );
+        Ok(())
+    }
+
+    /// A context with `sub/deep/`, `c.txt` and the given links, canonical root first.
+    fn linked_tree(
+        links: &[(&str, &str)],
+    ) -> Result<(tempfile::TempDir, ContextTree), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let root = dir.path().canonicalize()?;
+        fs::create_dir_all(root.join("sub/deep"))?;
+        fs::write(root.join("c.txt"), "c")?;
+        for (link, target) in links {
+            let target = target.replace("{root}", &root.to_string_lossy());
+            symlink(target, root.join(link))?;
+        }
+        let tree = ContextTree::scan(&root, &IgnoreRules::default())?;
+        Ok((dir, tree))
+    }
+
+    #[test]
+    fn links_are_followed_hop_by_hop_through_the_tree() -> TestResult {
+        let links = [
+            ("chain", "hop"),
+            ("hop", "../../outside"),
+            ("good", "hop2"),
+            ("hop2", "sub/../c.txt"),
+            ("d", "sub/deep"),
+            ("sub/up", ".."),
+            // The text stays inside, but sub/up is the root, so `..` from it leaves.
+            ("through_dir", "sub/up/../.."),
+            // The text leaves, but d is sub/deep, two levels down.
+            ("back_in", "d/../../c.txt"),
+            ("absolute_chain", "{root}/hop"),
+            ("absolute_inside", "{root}/sub/deep/../../c.txt"),
+            ("absolute_through_dir", "{root}/sub/up/.."),
+            ("dangling", "nowhere/../../x"),
+            ("missing_inside", "nowhere/x"),
+            ("loop1", "loop2"),
+            ("loop2", "loop1"),
+            ("self", "./self"),
+        ];
+        let (_dir, tree) = linked_tree(&links)?;
+        let expected = [
+            ("chain", Resolved::Escapes),
+            ("hop", Resolved::Escapes),
+            ("good", Resolved::Inside),
+            ("d", Resolved::Inside),
+            ("sub/up", Resolved::Inside),
+            ("through_dir", Resolved::Escapes),
+            ("back_in", Resolved::Inside),
+            ("absolute_chain", Resolved::Escapes),
+            ("absolute_inside", Resolved::Inside),
+            ("absolute_through_dir", Resolved::Escapes),
+            ("dangling", Resolved::Escapes),
+            ("missing_inside", Resolved::Inside),
+            ("loop1", Resolved::TooManyHops),
+            ("self", Resolved::TooManyHops),
+        ];
+        for (link, resolved) in expected {
+            let target = tree
+                .get(link)
+                .and_then(|node| node.target.as_deref())
+                .ok_or(link)?;
+            assert_eq!(
+                resolve_link(&tree, tree.root(), link, target),
+                resolved,
+                "{link} -> {target}"
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_chained_or_looping_link_source_is_an_error() -> TestResult {
+        let (_dir, tree) = linked_tree(&[("a", "b"), ("b", "../../outside"), ("l", "l")])?;
+        let location = Location {
+            file: "Dockerfile".into(),
+            line: 2,
+            end_line: 2,
+        };
+        let select_one = |source: &str| {
+            let sources = [source.to_string()];
+            select(
+                &tree,
+                &CopyFromContext {
+                    keyword: "COPY",
+                    location: &location,
+                    add: false,
+                    sources: &sources,
+                    destination: "/x/",
+                },
+            )
+            .err()
+            .map(|error| error.to_string())
+            .unwrap_or_default()
+        };
+        assert_eq!(
+            select_one("a"),
+            "COPY source a is a symlink to b, which leads outside the build context (Dockerfile:2)"
+        );
+        assert!(select_one("l").contains("does not resolve within 40 links"));
+        assert_eq!(select_one("c.txt"), "");
         Ok(())
     }
 
