@@ -173,7 +173,10 @@ mod tests {
         assert!(check("COPY", words(&["--link=True"]))?.is_set("link"));
         assert!(!check("COPY", words(&["--link=False"]))?.is_set("link"));
         assert!(!check("COPY", words(&["--link=FALSE"]))?.is_set("link"));
-        assert!(check("COPY", words(&["--link=1"])).is_err(), "only true and false");
+        assert!(
+            check("COPY", words(&["--link=1"])).is_err(),
+            "only true and false"
+        );
         let run = check("RUN", words(&["--mount=a", "--network=none", "--mount=b"]))?;
         assert_eq!(run.values("mount").collect::<Vec<_>>(), ["a", "b"]);
         Ok(())

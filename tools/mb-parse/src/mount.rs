@@ -423,7 +423,10 @@ mod tests {
         let error = mount("sharing=locked,type=tmpfs,target=/x", None)
             .err()
             .unwrap_or_default();
-        assert!(error.contains("only for cache mounts, not tmpfs"), "{error}");
+        assert!(
+            error.contains("only for cache mounts, not tmpfs"),
+            "{error}"
+        );
         Ok(())
     }
 

@@ -160,13 +160,14 @@ fn build(
         problems,
     };
     builder.declare_globals(&global_args);
-    let stage_names = builder.stage_names(&drafts);
+    let by_name = builder.stage_names(&drafts);
+    let stage_names = builder.written_references(&drafts, by_name);
     let resolved: Vec<Resolved> = (0..drafts.len())
         .map(|index| builder.resolve(index, &drafts, &stage_names))
         .collect();
     let target = match &options.target {
         None => drafts.len() - 1,
-        Some(target) => match stage_names.get(&target.to_ascii_lowercase()) {
+        Some(target) => match stage_names.by_name.get(&target.to_ascii_lowercase()) {
             Some(&index) => index,
             None => {
                 let known: Vec<&str> = drafts.iter().filter_map(|draft| draft.name()).collect();
@@ -239,6 +240,51 @@ fn build(
         build_args,
         stages,
     })
+}
+
+/// The stages by (lowercased) name, and what each refers to as written.
+struct StageNames {
+    by_name: HashMap<String, usize>,
+    /// For each stage, the stages its FROM, COPY --from and RUN --mount from= name, earlier or
+    /// later.
+    written: Vec<Vec<usize>>,
+    /// Each stage's name, or `stage-N` as BuildKit calls an unnamed one, for messages.
+    labels: Vec<String>,
+}
+
+impl StageNames {
+    /// Whether stage `index` referring to stage `stage` (itself or a later one) closes a cycle:
+    /// `stage` is `index` or refers back to it, directly or through others.
+    fn closes_a_cycle(&self, index: usize, stage: usize) -> bool {
+        let mut seen = vec![false; self.written.len()];
+        let mut pending = vec![stage];
+        while let Some(current) = pending.pop() {
+            if current == index {
+                return true;
+            }
+            if let Some(refers_to) = self.written.get(current) {
+                if !std::mem::replace(&mut seen[current], true) {
+                    pending.extend(refers_to);
+                }
+            }
+        }
+        false
+    }
+
+    /// BuildKit's words for a cycle through stage `index`.
+    fn cycle(&self, index: usize) -> String {
+        let label = self.labels.get(index).map_or("", String::as_str);
+        format!("circular dependency detected on stage: {label}")
+    }
+
+    /// Why stage `index` cannot refer to stage `stage` (itself or a later one) by `name`.
+    fn forward_reference(&self, index: usize, stage: usize, name: &str) -> String {
+        if self.closes_a_cycle(index, stage) {
+            self.cycle(index)
+        } else {
+            format!("stage `{name}` is used before it is defined")
+        }
+    }
 }
 
 /// A FROM and the instructions under it, before resolution.
@@ -487,6 +533,55 @@ impl Builder<'_> {
         }
     }
 
+    /// The stage names, with what each stage refers to as written (forward references
+    /// included), so that a reference that is not allowed can be told apart as a cycle.
+    fn written_references(&self, drafts: &[Draft], by_name: HashMap<String, usize>) -> StageNames {
+        let lookup = |word: &str| match word.parse::<usize>() {
+            Ok(stage) => (stage < drafts.len()).then_some(stage),
+            Err(_) => by_name.get(&word.to_ascii_lowercase()).copied(),
+        };
+        let mut written = Vec::with_capacity(drafts.len());
+        for (index, draft) in drafts.iter().enumerate() {
+            let mut refers_to = Vec::new();
+            if let Syntax::From { image, .. } = &draft.from.syntax {
+                let expanded = self.expand(image, &self.globals).unwrap_or_default();
+                // Only names: an index in FROM is an image tag, and a stage's own name the image.
+                refers_to.extend(
+                    by_name
+                        .get(&expanded.to_ascii_lowercase())
+                        .filter(|&&stage| stage != index),
+                );
+            }
+            for parsed in &draft.body {
+                match &parsed.syntax {
+                    Syntax::Copy(CopySyntax {
+                        from: Some(from), ..
+                    }) => refers_to.extend(lookup(from)),
+                    Syntax::Run { mounts, .. } => refers_to.extend(
+                        mounts
+                            .iter()
+                            .filter_map(|mount| mount.from.as_deref().and_then(lookup)),
+                    ),
+                    _ => {}
+                }
+            }
+            written.push(refers_to);
+        }
+        let labels = drafts
+            .iter()
+            .enumerate()
+            .map(|(index, draft)| match draft.name() {
+                Some(name) => name.to_ascii_lowercase(),
+                None => format!("stage-{index}"),
+            })
+            .collect();
+        StageNames {
+            by_name,
+            written,
+            labels,
+        }
+    }
+
     /// Checks stage names and maps each (lowercased) to its index.
     fn stage_names(&mut self, drafts: &[Draft]) -> HashMap<String, usize> {
         let mut names = HashMap::new();
@@ -513,12 +608,7 @@ impl Builder<'_> {
         names
     }
 
-    fn resolve(
-        &mut self,
-        index: usize,
-        drafts: &[Draft],
-        names: &HashMap<String, usize>,
-    ) -> Resolved {
+    fn resolve(&mut self, index: usize, drafts: &[Draft], names: &StageNames) -> Resolved {
         let draft = &drafts[index];
         let (base, platform) = match self.resolve_base(index, draft, names) {
             Ok((base, platform)) => (Some(base), platform),
@@ -574,7 +664,7 @@ impl Builder<'_> {
         index: usize,
         draft: &Draft,
         config: &ImageConfig,
-        names: &HashMap<String, usize>,
+        names: &StageNames,
         needed: &[bool],
     ) -> Vec<(Parsed, References)> {
         let Some(serde_json::Value::Array(values)) = config.other.get(ONBUILD_FIELD) else {
@@ -609,7 +699,7 @@ impl Builder<'_> {
         draft: &Draft,
         text: &str,
         origin: &str,
-        names: &HashMap<String, usize>,
+        names: &StageNames,
         needed: Option<&[bool]>,
     ) -> Vec<(Parsed, References)> {
         let mut problem =
@@ -666,7 +756,7 @@ impl Builder<'_> {
         &self,
         index: usize,
         draft: &Draft,
-        names: &HashMap<String, usize>,
+        names: &StageNames,
     ) -> Result<(Base, Option<Platform>), String> {
         let Syntax::From {
             platform, image, ..
@@ -691,12 +781,14 @@ impl Builder<'_> {
         if expanded == "scratch" {
             return Ok((Base::Scratch, platform));
         }
-        if let Some(&stage) = names.get(&expanded.to_ascii_lowercase()) {
-            return if stage < index {
-                Ok((Base::Stage { index: stage }, platform))
-            } else {
-                Err(format!("stage `{expanded}` is used before it is defined"))
-            };
+        // As in BuildKit, a FROM looks its name up among the earlier stages only, so a stage's
+        // own name (`FROM alpine AS alpine`) is the image.
+        match names.by_name.get(&expanded.to_ascii_lowercase()) {
+            Some(&stage) if stage < index => return Ok((Base::Stage { index: stage }, platform)),
+            Some(&stage) if stage > index => {
+                return Err(names.forward_reference(index, stage, &expanded))
+            }
+            _ => {}
         }
         mb_core::reference::normalize(&expanded)
             .map(|reference| (Base::Image { reference }, platform))
@@ -995,11 +1087,7 @@ fn valid_stage_name(name: &str) -> bool {
 }
 
 /// The stages and images an instruction of stage `index` reads from.
-fn references(
-    index: usize,
-    parsed: &Parsed,
-    names: &HashMap<String, usize>,
-) -> Result<References, String> {
+fn references(index: usize, parsed: &Parsed, names: &StageNames) -> Result<References, String> {
     match &parsed.syntax {
         Syntax::Copy(CopySyntax {
             from: Some(from), ..
@@ -1029,7 +1117,7 @@ fn resolve_from(
     index: usize,
     flag: &str,
     from: &str,
-    names: &HashMap<String, usize>,
+    names: &StageNames,
 ) -> Result<CopyFrom, String> {
     if from.contains('$') {
         return Err(format!(
@@ -1039,17 +1127,19 @@ fn resolve_from(
     if let Ok(stage) = from.parse::<usize>() {
         return if stage < index {
             Ok(CopyFrom::Stage { index: stage })
+        } else if names.closes_a_cycle(index, stage) {
+            Err(names.cycle(index))
         } else {
             Err(format!(
                 "{flag}={from} refers to the current or a later stage"
             ))
         };
     }
-    if let Some(&stage) = names.get(&from.to_ascii_lowercase()) {
+    if let Some(&stage) = names.by_name.get(&from.to_ascii_lowercase()) {
         return if stage < index {
             Ok(CopyFrom::Stage { index: stage })
         } else {
-            Err(format!("stage `{from}` is used before it is defined"))
+            Err(names.forward_reference(index, stage, from))
         };
     }
     mb_core::reference::normalize(from)
@@ -1649,9 +1739,29 @@ mod tests {
                 "used before it is defined",
             ),
             (
-                "FROM a\nCOPY --from=0 a b\n",
+                "FROM a\nCOPY --from=1 a b\n",
                 Some(2),
                 "current or a later stage",
+            ),
+            (
+                "FROM a\nCOPY --from=0 a b\n",
+                Some(2),
+                "circular dependency detected on stage: stage-0",
+            ),
+            (
+                "FROM a AS Build\nCOPY --from=build a b\n",
+                Some(2),
+                "circular dependency detected on stage: build",
+            ),
+            (
+                "FROM b AS a\nFROM a AS b\n",
+                Some(1),
+                "circular dependency detected on stage: a",
+            ),
+            (
+                "FROM scratch AS a\nCOPY --from=c x y\nFROM scratch AS b\nCOPY --from=a x y\nFROM scratch AS c\nCOPY --from=b x y\n",
+                Some(2),
+                "circular dependency detected on stage: a",
             ),
             (
                 "FROM a\nCOPY --from=$X a b\n",
@@ -1706,6 +1816,20 @@ mod tests {
             assert_eq!(found[0].0, *line, "{text:?}");
             assert!(found[0].1.contains(expected), "{text:?}: {found:?}");
         }
+    }
+
+    #[test]
+    fn a_from_naming_its_own_stage_is_the_image() {
+        let graph = graph("FROM alpine AS alpine\nRUN true\nFROM alpine\n");
+        let bases: Vec<&Base> = graph.stages.iter().map(|stage| &stage.base).collect();
+        let image = Base::Image {
+            reference: "docker.io/library/alpine:latest".into(),
+        };
+        assert_eq!(
+            bases,
+            [&image, &Base::Stage { index: 0 }],
+            "a later FROM alpine is the stage"
+        );
     }
 
     #[test]
