@@ -455,3 +455,34 @@ fn same_inputs_in_two_stores_and_paths_give_the_same_image() {
     std::thread::sleep(std::time::Duration::from_secs(2));
     assert_eq!(first, build_in_a_new_sandbox());
 }
+
+#[test]
+fn explain_names_the_changed_build_arg_and_dry_runs_do_not_change_it() {
+    if !can_run_containers("explain_names_the_changed_build_arg_and_dry_runs_do_not_change_it") {
+        return;
+    }
+    let sandbox = Sandbox::on_busybox(
+        "FROM busybox\nARG FLAVOUR=plain\nRUN echo $FLAVOUR > /flavour\nRUN cat /flavour\n",
+    );
+    sandbox.build(&[]);
+    let graph = sandbox.stage(
+        "mb-parse",
+        &["-f", "Dockerfile", "--build-arg", "FLAVOUR=secret-spicy"],
+        "",
+    );
+    let context = sandbox.stage("mb-hash", &["--context", "."], &graph.to_string());
+    for _dry_run in 0..2 {
+        let output = sandbox.run("mb-plan", &["--explain"], &context.to_string());
+        assert!(output.status.success());
+        let explained = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            explained.contains("miss    Dockerfile:3 RUN echo $FLAVOUR > /flavour\n        because environment changed: FLAVOUR since the last build"),
+            "{explained}"
+        );
+        assert!(
+            explained.contains("pending Dockerfile:4 RUN cat /flavour"),
+            "{explained}"
+        );
+        assert!(!explained.contains("secret-spicy"), "{explained}");
+    }
+}

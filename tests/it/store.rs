@@ -182,3 +182,53 @@ fn a_corrupt_cached_layer_is_a_miss_and_is_rebuilt() {
     );
     assert_eq!(sandbox.build(&[]).outcomes(), ["cached", "cached"]);
 }
+
+#[test]
+fn a_hit_collected_between_plan_and_build_runs_instead_of_failing() {
+    if !can_run_containers("a_hit_collected_between_plan_and_build_runs_instead_of_failing") {
+        return;
+    }
+    let sandbox = Sandbox::on_busybox("FROM busybox\nRUN echo one > /one\n");
+    sandbox.build(&[]);
+    let (_, plan) = sandbox.plan(&[], &[]);
+    assert_eq!(plan["plan"]["steps"][0]["status"], "hit");
+    let collected = sandbox.stage("mb-cache", &["gc", "--keep-bytes", "0"], "");
+    assert_eq!(collected["results_removed"], 1);
+    let result = sandbox.stage("mb-exec", &[], &plan.to_string());
+    assert_eq!(result["result"]["steps"][0]["outcome"], "ran");
+    assert_eq!(sandbox.build(&[]).outcomes(), ["cached"]);
+}
+
+#[test]
+fn steps_mb_exec_finds_in_the_store_count_as_used_for_gc() {
+    if !can_run_containers("steps_mb_exec_finds_in_the_store_count_as_used_for_gc") {
+        return;
+    }
+    let sandbox = Sandbox::on_busybox("FROM busybox\nRUN echo one > /one\nRUN echo two > /two\n")
+        .with_source_date_epoch("0");
+    let first = sandbox.build(&[]);
+    let keys: Vec<String> = first.result["result"]["steps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|step| step["key"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(keys.len(), 2);
+    // The first step reruns to the same layer; mb-exec, not mb-plan, finds the second's result.
+    sandbox.stage("mb-cache", &["rm", &keys[0]], "");
+    let second_result = sandbox
+        .store()
+        .join("results")
+        .join(format!("{}.json", keys[1]));
+    let touched = Command::new("touch")
+        .args(["-d", "3 days ago"])
+        .arg(&second_result)
+        .status()
+        .unwrap_or_else(|error| panic!("touch: {error}"));
+    assert!(touched.success());
+    let second = sandbox.build(&[]);
+    assert_eq!(second.plan["plan"]["steps"][1]["status"], "pending");
+    assert_eq!(second.outcomes(), ["ran", "cut_off"]);
+    let kept = sandbox.stage("mb-cache", &["gc", "--keep-duration", "1d"], "");
+    assert_eq!(kept["results_removed"], 0, "{kept}");
+}

@@ -23,7 +23,8 @@ pub struct ResultEntry {
     pub age_seconds: i64,
     /// Seconds since a plan last found it.
     pub unused_seconds: i64,
-    /// Where in which Dockerfile it was last built or planned, when the store knows.
+    /// Where in which Dockerfile, and with which context, it was last built or planned, when
+    /// the store knows.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub location: Option<String>,
     /// How long it took to build.
@@ -63,8 +64,12 @@ fn locations_by_key(store: &Store) -> Result<std::collections::HashMap<String, S
         let Some(id) = path.file_stem().and_then(|stem| stem.to_str()) else {
             continue;
         };
-        if let Some(record) = store.location_record::<mb_core::record::LocationRecord>(id) {
-            locations.insert(record.key, record.location);
+        for record in mb_core::record::LocationRecord::history(store, id) {
+            let location = match &record.context {
+                Some(context) => format!("{} (context {context})", record.location),
+                None => record.location,
+            };
+            locations.entry(record.key).or_insert(location);
         }
     }
     Ok(locations)

@@ -1,11 +1,16 @@
-//! Location records: what a step at a given place in a Dockerfile was last keyed with, so a
+//! Location records: what a step at a given place in a Dockerfile was keyed with lately, so a
 //! later plan can say what changed when it misses (mb-plan's `explain`).
 //!
 //! Both mb-plan (for the steps it keys) and mb-exec (for the pending steps whose keys it
 //! completes) write them, so every step that was built has one.
 //!
-//! A location is the Dockerfile's path, the stage's name (or index) and the step's position in
-//! the stage, so editing one stage does not disturb the records of another.
+//! A location is the context root, the Dockerfile's path, the stage's name (or index) and the
+//! step's position in the stage, so editing one stage does not disturb the records of another,
+//! and two projects sharing a store never explain their builds against each other's.
+//!
+//! Each location keeps its last few records, newest first: a dry run (`mb-plan --explain`) keys
+//! steps without building them, and a miss must be explained against the last record that was
+//! built, not merely the last one planned.
 
 use std::collections::BTreeMap;
 
@@ -19,11 +24,23 @@ use crate::key::KeyMaterial;
 use crate::plan::{PlanStage, PlanStep, ResolvedBase};
 use crate::store::Store;
 
+/// How many records a location keeps: enough for a few dry runs between two builds.
+const RECORDS_KEPT: usize = 8;
+
+/// The records of one location, newest first, as stored.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct LocationHistory {
+    records: Vec<LocationRecord>,
+}
+
 /// What one plan or build keyed a step with.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LocationRecord {
     /// The step's location, for people reading the store.
     pub location: String,
+    /// The build context's root, for people reading the store.
+    #[serde(default)]
+    pub context: Option<String>,
     /// The instruction as written.
     pub display: String,
     /// The key it got.
@@ -53,9 +70,16 @@ impl LocationRecord {
             .name
             .clone()
             .unwrap_or_else(|| stage.index.to_string());
-        let id = blake3::hash(format!("{}\0{stage_label}\0{ordinal}", graph.dockerfile).as_bytes())
-            .to_hex()
-            .to_string();
+        let context_root = context.map_or("", |context| context.root.as_str());
+        let id = blake3::hash(
+            format!(
+                "{context_root}\0{}\0{stage_label}\0{ordinal}",
+                graph.dockerfile
+            )
+            .as_bytes(),
+        )
+        .to_hex()
+        .to_string();
         let files = context
             .and_then(|context| context.selection(step.stage, step.instruction))
             .map(selection_files)
@@ -66,6 +90,7 @@ impl LocationRecord {
         };
         let record = LocationRecord {
             location: step.location.to_string(),
+            context: context.map(|context| context.root.clone()),
             display: step.display.clone(),
             key: material.key(),
             material: material.to_value(),
@@ -75,12 +100,42 @@ impl LocationRecord {
         (id, record)
     }
 
-    /// Stores the record unless the store already holds exactly it.
+    /// Makes this the newest record of location `id`, dropping an older one with the same key
+    /// and the oldest beyond [`RECORDS_KEPT`]. Writes nothing when it is already the newest.
     pub fn save(&self, store: &Store, id: &str) -> Result<(), CoreError> {
-        if store.location_record::<LocationRecord>(id).as_ref() == Some(self) {
+        let mut history = store
+            .location_record::<LocationHistory>(id)
+            .unwrap_or_default();
+        if history.records.first() == Some(self) {
             return Ok(());
         }
-        store.put_location_record(id, self)
+        history.records.retain(|record| record.key != self.key);
+        history.records.insert(0, self.clone());
+        history.records.truncate(RECORDS_KEPT);
+        store.put_location_record(id, &history)
+    }
+
+    /// The records of location `id`, newest first.
+    pub fn history(store: &Store, id: &str) -> Vec<LocationRecord> {
+        store
+            .location_record::<LocationHistory>(id)
+            .map(|history| history.records)
+            .unwrap_or_default()
+    }
+
+    /// The record a miss at location `id` is explained against, and whether it was built: the
+    /// newest record whose result the store holds, else the newest record (planned, never built).
+    pub fn last_built(
+        store: &Store,
+        id: &str,
+    ) -> Result<Option<(LocationRecord, bool)>, CoreError> {
+        let history = Self::history(store, id);
+        for record in &history {
+            if store.result(&record.key)?.is_some() {
+                return Ok(Some((record.clone(), true)));
+            }
+        }
+        Ok(history.into_iter().next().map(|record| (record, false)))
     }
 }
 
@@ -169,10 +224,61 @@ mod tests {
             LocationRecord::for_step(&graph, &stage(Some("build")), 0, &step, &material, None);
         assert!(first != second && first != named && second != named);
         record.save(&store, &first)?;
+        assert_eq!(LocationRecord::history(&store, &first), [record]);
+        Ok(())
+    }
+
+    #[test]
+    fn a_miss_is_explained_against_the_newest_built_record_not_a_later_dry_run(
+    ) -> Result<(), CoreError> {
+        let dir = tempfile::tempdir().map_err(CoreError::io("tempdir"))?;
+        let store = Store::open(dir.path())?;
+        let record = |key: &str| LocationRecord {
+            location: "Dockerfile:2".into(),
+            context: None,
+            display: format!("RUN make {key}"),
+            key: key.into(),
+            material: Value::Null,
+            files: BTreeMap::new(),
+            base_image: None,
+        };
+        assert_eq!(LocationRecord::last_built(&store, "here")?, None);
+        record("planned").save(&store, "here")?;
         assert_eq!(
-            store.location_record::<LocationRecord>(&first),
-            Some(record)
+            LocationRecord::last_built(&store, "here")?,
+            Some((record("planned"), false))
         );
+        record("built").save(&store, "here")?;
+        store.put_result(
+            "built",
+            &crate::store::StepOutput {
+                layer: crate::plan::LayerRef {
+                    digest: store.put_blob(b"blob")?,
+                    diff_id: crate::Digest::of(b"tar"),
+                    size: 4,
+                    media_type: crate::image::media_type::LAYER_GZIP.into(),
+                },
+                created_by: "RUN make built".into(),
+                created: 0,
+                duration_ms: 1,
+            },
+        )?;
+        for dry_run in ["one", "two", "planned"] {
+            record(dry_run).save(&store, "here")?;
+        }
+        assert_eq!(
+            LocationRecord::last_built(&store, "here")?,
+            Some((record("built"), true))
+        );
+        let keys: Vec<String> = LocationRecord::history(&store, "here")
+            .into_iter()
+            .map(|record| record.key)
+            .collect();
+        assert_eq!(keys, ["planned", "two", "one", "built"]);
+        for n in 0..RECORDS_KEPT {
+            record(&format!("later {n}")).save(&store, "here")?;
+        }
+        assert_eq!(LocationRecord::history(&store, "here").len(), RECORDS_KEPT);
         Ok(())
     }
 }

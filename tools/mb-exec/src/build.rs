@@ -363,18 +363,28 @@ impl Build<'_> {
         let missing =
             |what: &str| ExecError::BadPlan(format!("step {} is a hit without {what}", step.index));
         if step.status == StepStatus::Hit {
-            let layer = step.layer.clone().ok_or_else(|| missing("a layer"))?;
             let key = step.key.clone().ok_or_else(|| missing("a key"))?;
-            let built = self.store.result(&key)?.map(|output| output.created);
-            self.note_output_time(built.unwrap_or_else(now_seconds));
-            return Ok(self.finished(
-                step,
-                key,
-                layer,
-                StepOutcome::Cached,
-                Duration::ZERO,
-                prefix,
-            ));
+            if step.layer.is_none() {
+                return Err(missing("a layer"));
+            }
+            // The plan may be older than the store: a gc, or a layer found corrupt since, leaves
+            // a hit without its result, and then the step simply runs.
+            if let Some(output) = self.intact_result(&key)? {
+                self.note_output_time(output.created);
+                return Ok(self.finished(
+                    step,
+                    key,
+                    output.layer,
+                    StepOutcome::Cached,
+                    Duration::ZERO,
+                    prefix,
+                ));
+            }
+            tracing::warn!(
+                "{}: the result the plan found for {} is no longer in the store; running the step",
+                step.location,
+                step.display
+            );
         }
         let downloads = match &step.action {
             Action::Copy {
@@ -471,13 +481,15 @@ impl Build<'_> {
         }
     }
 
-    /// The stored result under `key` if its layer is intact. A corrupt layer is removed, so the
-    /// step runs again and rewrites it.
+    /// The stored result under `key` if its layer is intact, marked as used now so that
+    /// `mb-cache gc --keep-duration` keeps what builds keep hitting. A corrupt layer is
+    /// removed, so the step runs again and rewrites it.
     fn intact_result(&self, key: &str) -> Result<Option<StepOutput>, ExecError> {
         let Some(output) = self.store.result(key)? else {
             return Ok(None);
         };
         if self.store.blob_intact(&output.layer.digest)? {
+            self.store.touch_result(key)?;
             return Ok(Some(output));
         }
         self.store.remove_blob(&output.layer.digest)?;

@@ -11,14 +11,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use mb_core::record::LocationRecord;
 use serde_json::Value;
 
-/// The reason a step whose key is `current.key` missed, given the previous record at its
-/// location (`previous_was_built`: whether the store still has the previous key's result).
-pub fn why_missed(
-    previous: Option<&LocationRecord>,
-    current: &LocationRecord,
-    previous_was_built: bool,
-) -> String {
-    let Some(previous) = previous else {
+/// The reason a step whose key is `current.key` missed, given the record at its location to
+/// compare with and whether that one was built (see [`LocationRecord::last_built`]).
+pub fn why_missed(previous: Option<(&LocationRecord, bool)>, current: &LocationRecord) -> String {
+    let Some((previous, previous_was_built)) = previous else {
         return "no earlier build of this step".to_string();
     };
     if previous.key == current.key {
@@ -158,6 +154,7 @@ mod tests {
     fn record(key: &str, env: &[&str], files: &[(&str, &str)]) -> LocationRecord {
         LocationRecord {
             location: "Dockerfile:3".into(),
+            context: None,
             display: "RUN make".into(),
             key: key.into(),
             material: json!({
@@ -178,17 +175,14 @@ mod tests {
     #[test]
     fn no_record_means_no_earlier_build() {
         let current = record("k", &[], &[]);
-        assert_eq!(
-            why_missed(None, &current, false),
-            "no earlier build of this step"
-        );
+        assert_eq!(why_missed(None, &current), "no earlier build of this step");
     }
 
     #[test]
     fn changed_variables_are_named_without_values() {
         let previous = record("a", &["TOKEN=old", "A=1"], &[]);
         let current = record("b", &["TOKEN=new", "A=1", "B=2"], &[]);
-        let reason = why_missed(Some(&previous), &current, true);
+        let reason = why_missed(Some((&previous, true)), &current);
         assert_eq!(reason, "environment changed: B, TOKEN since the last build");
         assert!(
             !reason.contains('='),
@@ -200,7 +194,7 @@ mod tests {
     fn changed_files_are_listed_by_kind_of_change() {
         let previous = record("a", &[], &[("a.txt", "1"), ("b.txt", "2")]);
         let current = record("b", &[], &[("a.txt", "1"), ("b.txt", "3"), ("c.txt", "4")]);
-        let reason = why_missed(Some(&previous), &current, false);
+        let reason = why_missed(Some((&previous, false)), &current);
         assert_eq!(
             reason,
             "files changed: b.txt (modified), c.txt (added) since the last plan"
@@ -214,7 +208,7 @@ mod tests {
         previous.base_image = Some("sha256:old".into());
         current.base_image = Some("sha256:new".into());
         current.material["parent"] = json!("q");
-        let reason = why_missed(Some(&previous), &current, true);
+        let reason = why_missed(Some((&previous, true)), &current);
         assert!(
             reason.contains("base image changed (sha256:old → sha256:new)"),
             "{reason}"
@@ -228,7 +222,7 @@ mod tests {
         current.material["action"]["script"] =
             json!({"name": "EOF", "body": "#!/bin/sh\necho hi\n"});
         assert_eq!(
-            why_missed(Some(&previous), &current, true),
+            why_missed(Some((&previous, true)), &current),
             "the command changed since the last build"
         );
     }
@@ -237,7 +231,7 @@ mod tests {
     fn same_key_but_missing_result_is_explained() {
         let previous = record("k", &[], &[]);
         assert_eq!(
-            why_missed(Some(&previous), &previous, false),
+            why_missed(Some((&previous, false)), &previous),
             "it was planned before with the same inputs but never built"
         );
     }

@@ -275,7 +275,7 @@ fn key_step(
         &material,
         lookup.document.context.as_ref(),
     );
-    let previous: Option<LocationRecord> = store.location_record(&location_id);
+    let previous = LocationRecord::last_built(store, &location_id)?;
     let mut found = store.result(&key)?.filter(|_| !step.no_cache);
     let mut corrupt = None;
     if let Some(output) = &found {
@@ -306,13 +306,12 @@ fn key_step(
             step.reason = Some("--no-cache".to_string());
         }
         None => {
-            let previous_was_built = match &previous {
-                Some(previous) => store.result(&previous.key)?.is_some(),
-                None => false,
-            };
             step.status = StepStatus::Miss;
             step.reason = Some(corrupt.unwrap_or_else(|| {
-                explain::why_missed(previous.as_ref(), &record, previous_was_built)
+                let previous = previous
+                    .as_ref()
+                    .map(|(previous, was_built)| (previous, *was_built));
+                explain::why_missed(previous, &record)
             }));
         }
     }
@@ -523,6 +522,40 @@ mod tests {
             second.steps[0].reason.as_deref(),
             Some("the path changed since the last plan")
         );
+        Ok(())
+    }
+
+    #[test]
+    fn a_dry_run_does_not_change_what_the_next_miss_is_explained_against() -> Result<(), Error> {
+        let dir = tempfile::tempdir().map_err(mb_core::CoreError::io("tempdir"))?;
+        let store = Store::open(dir.path())?;
+        let mut document = document();
+        let built = plan(&document, &store, &PlanOptions::default())?;
+        let key = built.steps[0].key.clone().unwrap_or_default();
+        store.put_result(
+            &key,
+            &StepOutput {
+                layer: LayerRef {
+                    digest: store.put_blob(b"blob")?,
+                    diff_id: Digest::of(b"tar"),
+                    size: 4,
+                    media_type: image::media_type::LAYER_GZIP.into(),
+                },
+                created_by: "WORKDIR /app".into(),
+                created: 0,
+                duration_ms: 1,
+            },
+        )?;
+        document.graph.stages[0].instructions[0].op = Op::Workdir {
+            path: "/srv".into(),
+        };
+        for _dry_run in 0..2 {
+            let planned = plan(&document, &store, &PlanOptions::default())?;
+            assert_eq!(
+                planned.steps[0].reason.as_deref(),
+                Some("the path changed since the last build")
+            );
+        }
         Ok(())
     }
 
