@@ -10,14 +10,17 @@
 //! and gives up at once when the build is stopping (checked before each file and each read of at
 //! most 1 MiB), so Ctrl-C during a large COPY takes effect within a read, not at the next step.
 //!
+//! Entries from a stage, an image or an unpacked archive keep their extended attributes, and
+//! files hard-linked there stay hard-linked in the layer, as `write_tree` does for RUN.
+//!
 //! Directories that must exist for an entry (the destination's parents, WORKDIR's parents) are
 //! added only when the filesystem below does not have them, so an existing `/tmp` or `/usr`
 //! keeps its mode and owner instead of being reset by the layer.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, Read};
-
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use mb_core::context::{EntryKind, Selection};
@@ -89,6 +92,9 @@ enum Content {
         source: PathBuf,
         size: u64,
         blake3: Option<String>,
+        /// `(device, inode)` of a source with more than one link: every entry of the layer
+        /// with the same one after the first becomes a hard link to that first.
+        inode: Option<(u64, u64)>,
     },
     Symlink(PathBuf),
     Bytes(Vec<u8>),
@@ -101,6 +107,8 @@ enum Content {
 struct Planned {
     meta: EntryMeta,
     content: Content,
+    /// Extended attributes copied from the source (file capabilities, ACLs, `user.` ones).
+    xattrs: Vec<(String, Vec<u8>)>,
 }
 
 /// The entries of a layer being assembled, by path relative to the root.
@@ -115,8 +123,25 @@ struct LayerPlan {
 
 impl LayerPlan {
     fn add(&mut self, path: String, meta: EntryMeta, content: Content) {
+        self.add_with_xattrs(path, meta, content, Vec::new());
+    }
+
+    fn add_with_xattrs(
+        &mut self,
+        path: String,
+        meta: EntryMeta,
+        content: Content,
+        xattrs: Vec<(String, Vec<u8>)>,
+    ) {
         if !path.is_empty() {
-            self.entries.insert(path, Planned { meta, content });
+            self.entries.insert(
+                path,
+                Planned {
+                    meta,
+                    content,
+                    xattrs,
+                },
+            );
         }
     }
 
@@ -177,10 +202,16 @@ impl LayerPlan {
         }
     }
 
+    /// Writes the entries in path order. Hard links are settled here, not when entries are
+    /// added: the first entry of an inode in the layer's order (which is not the order sources
+    /// are walked in, and an entry may be replaced by a later source) gets the content, the rest
+    /// link to it.
     fn write(self, target: &LayerTarget<'_>) -> Result<LayerRef, ExecError> {
         let mut writer = LayerWriter::new(target.store, target.compression)?;
+        let mut first_paths: HashMap<(u64, u64), String> = HashMap::new();
         for (path, planned) in self.entries {
             interrupt::check()?;
+            writer.xattrs(&path, &planned.xattrs)?;
             match planned.content {
                 Content::Dir => writer.dir(&path, planned.meta)?,
                 Content::Bytes(bytes) => {
@@ -194,9 +225,19 @@ impl LayerPlan {
                     source,
                     size,
                     blake3,
-                } => copy_checked(&source, size, blake3.as_deref(), |file| {
-                    writer.file(&path, planned.meta, size, file)
-                })?,
+                    inode,
+                } => {
+                    if let Some(first) = inode.and_then(|inode| first_paths.get(&inode)) {
+                        writer.hardlink(&path, first, planned.meta)?;
+                        continue;
+                    }
+                    copy_checked(&source, size, blake3.as_deref(), |file| {
+                        writer.file(&path, planned.meta, size, file)
+                    })?;
+                    if let Some(inode) = inode {
+                        first_paths.insert(inode, path);
+                    }
+                }
             }
         }
         Ok(writer.finish()?)
@@ -391,6 +432,7 @@ pub fn copy_from_context(
                     source: source.clone(),
                     size: entry.size,
                     blake3: entry.digest.clone(),
+                    inode: None,
                 }
             }
             EntryKind::Symlink if metadata.file_type().is_symlink() => {
@@ -586,6 +628,7 @@ pub fn copy_downloads(
                 source: file.path.clone(),
                 size: file.size,
                 blake3: None,
+                inode: None,
             },
         );
     }
@@ -815,6 +858,10 @@ pub(crate) fn walk_sorted(
     visit(TreeEvent::EndOfDirectory)
 }
 
+/// Adds one entry of a stage, an image or an unpacked archive as it is there: type, owner,
+/// mode, time (clamped), extended attributes (a `security.capability` must survive
+/// `COPY --from=builder`) and, for files with more than one link, its inode, so that files
+/// linked there stay linked in the layer.
 fn add_entry(
     plan: &mut LayerPlan,
     source: &Path,
@@ -836,6 +883,7 @@ fn add_entry(
             source: source.to_path_buf(),
             size: metadata.len(),
             blake3: None,
+            inode: (metadata.nlink() > 1).then(|| (metadata.dev(), metadata.ino())),
         }
     } else if file_type.is_symlink() {
         Content::Symlink(fs::read_link(source).map_err(ExecError::io(source))?)
@@ -848,7 +896,7 @@ fn add_entry(
         tracing::warn!("skipping socket {}", source.display());
         return Ok(());
     };
-    plan.add(path, meta, content);
+    plan.add_with_xattrs(path, meta, content, mb_core::layer::read_xattrs(source));
     Ok(())
 }
 

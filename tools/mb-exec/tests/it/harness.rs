@@ -37,6 +37,16 @@ pub fn can_run_containers() -> bool {
     missing.is_none()
 }
 
+/// What a layer entry's tar header says besides its content.
+#[derive(Debug)]
+pub struct EntryFacts {
+    pub kind: tar::EntryType,
+    /// The target of a hard link or symlink.
+    pub link: Option<String>,
+    /// Its `SCHILY.xattr.*` PAX records, in order.
+    pub xattrs: Vec<(String, Vec<u8>)>,
+}
+
 /// A temporary store holding a busybox image.
 pub struct Fixture {
     pub dir: tempfile::TempDir,
@@ -184,6 +194,44 @@ impl Fixture {
             );
         }
         Ok(owners)
+    }
+
+    /// A gzip layer of everything below `tree`, as a RUN's upper directory becomes one.
+    pub fn layer_of(&self, tree: &Path) -> Result<LayerRef, Box<dyn std::error::Error>> {
+        let mut writer = LayerWriter::new(&self.store, Compression::Gzip)?;
+        write_tree(&mut writer, tree, TreeOptions::default())?;
+        Ok(writer.finish()?)
+    }
+
+    /// Path → type, link target and extended attributes of every entry of a gzip layer blob.
+    pub fn layer_headers(
+        &self,
+        layer: &LayerRef,
+    ) -> Result<BTreeMap<String, EntryFacts>, Box<dyn std::error::Error>> {
+        let blob = self.store.open_blob(&layer.digest)?;
+        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(blob));
+        let mut headers = BTreeMap::new();
+        for entry in archive.entries()? {
+            let mut entry = entry?;
+            let mut xattrs = Vec::new();
+            if let Some(extensions) = entry.pax_extensions()? {
+                for extension in extensions {
+                    let extension = extension?;
+                    if let Some(name) = extension.key()?.strip_prefix("SCHILY.xattr.") {
+                        xattrs.push((name.to_string(), extension.value_bytes().to_vec()));
+                    }
+                }
+            }
+            let facts = EntryFacts {
+                kind: entry.header().entry_type(),
+                link: entry
+                    .link_name()?
+                    .map(|link| link.to_string_lossy().into_owned()),
+                xattrs,
+            };
+            headers.insert(entry.path()?.to_string_lossy().into_owned(), facts);
+        }
+        Ok(headers)
     }
 
     /// The names of the step results the store holds.
