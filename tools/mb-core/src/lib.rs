@@ -14,6 +14,7 @@ pub mod graph;
 pub mod image;
 pub mod key;
 pub mod layer;
+pub mod mode;
 pub mod plan;
 pub mod record;
 pub mod reference;

@@ -17,6 +17,7 @@ use mb_core::graph::{
     Platform, Stage,
 };
 use mb_core::image::{ImageConfig, ONBUILD_FIELD};
+use mb_core::mode::ModeChange;
 
 use crate::error::Problem;
 use crate::expand::{expand_heredoc, expand_word, Variables};
@@ -898,13 +899,18 @@ impl Builder<'_> {
                         .map(|value| self.expand_owned(value, &*scope))
                         .transpose()
                 };
+                let chmod = expand_flag(copy.chmod)?;
+                // Checked here, at its line, with the rules mb-exec applies it by.
+                if let Some(chmod) = &chmod {
+                    ModeChange::parse(chmod).map_err(|bad| bad.to_string())?;
+                }
                 Op::Copy {
                     add: copy.add,
                     from: references.copy_from.unwrap_or(CopyFrom::Context),
                     sources,
                     destination,
                     chown: expand_flag(copy.chown)?,
-                    chmod: expand_flag(copy.chmod)?,
+                    chmod,
                     link: copy.link,
                     checksum,
                 }
@@ -957,8 +963,10 @@ impl Builder<'_> {
             }
             Syntax::StopSignal(signal) => {
                 let expanded = self.expand(&signal, &*scope)?;
-                if expanded.is_empty() || expanded.contains(char::is_whitespace) {
-                    return Err(format!("STOPSIGNAL `{signal}` is not a signal"));
+                if !is_signal(&expanded) {
+                    return Err(format!(
+                        "STOPSIGNAL `{expanded}` is not a signal: use a name like SIGTERM or TERM, or a number from 1 to 64"
+                    ));
                 }
                 Op::StopSignal {
                     signal: expanded.into_owned(),
@@ -1321,6 +1329,31 @@ fn check_checksum(checksum: String, sources: &[String]) -> Result<String, String
         ));
     }
     Ok(checksum)
+}
+
+/// Linux signal names without `SIG`, as moby's `signal.ParseSignal` (which BuildKit's
+/// STOPSIGNAL calls) knows them; `RTMIN+n` and `RTMAX-n` are checked apart.
+const SIGNAL_NAMES: &[&str] = &[
+    "ABRT", "ALRM", "BUS", "CHLD", "CLD", "CONT", "FPE", "HUP", "ILL", "INT", "IO", "IOT", "KILL",
+    "PIPE", "POLL", "PROF", "PWR", "QUIT", "SEGV", "STKFLT", "STOP", "SYS", "TERM", "TRAP", "TSTP",
+    "TTIN", "TTOU", "URG", "USR1", "USR2", "VTALRM", "WINCH", "XCPU", "XFSZ", "RTMIN", "RTMAX",
+];
+
+/// A STOPSIGNAL value as moby's `signal.ParseSignal` takes it: a number from 1 to 64 (SIGRTMAX
+/// on Linux), or a name in any case with or without `SIG` (`SIGTERM`, `term`, `RTMIN+3`).
+fn is_signal(text: &str) -> bool {
+    if let Ok(number) = text.parse::<i64>() {
+        return (1..=64).contains(&number);
+    }
+    let upper = text.to_ascii_uppercase();
+    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+    let realtime = |prefix: &str, sign: char| {
+        name.strip_prefix(prefix)
+            .and_then(|rest| rest.strip_prefix(sign))
+            .and_then(|offset| offset.parse::<u8>().ok())
+            .is_some_and(|offset| (1..=if sign == '+' { 15 } else { 14 }).contains(&offset))
+    };
+    SIGNAL_NAMES.contains(&name) || realtime("RTMIN", '+') || realtime("RTMAX", '-')
 }
 
 /// `port[-port][/proto]`, a range giving one entry per port, as Docker records them.
@@ -1809,6 +1842,18 @@ mod tests {
                 "invalid sharing ``",
             ),
             ("FROM Bad/Name\n", Some(1), "invalid image reference"),
+            (
+                "FROM a\nARG M=bogus\nCOPY --chmod=$M a /b\n",
+                Some(3),
+                "invalid --chmod `bogus`",
+            ),
+            ("FROM a\nADD --chmod=10000 a /b\n", Some(2), "invalid --chmod `10000`"),
+            (
+                "FROM a\nSTOPSIGNAL SIGBOGUS\n",
+                Some(2),
+                "STOPSIGNAL `SIGBOGUS` is not a signal",
+            ),
+            ("FROM a\nSTOPSIGNAL 0\n", Some(2), "STOPSIGNAL `0` is not a signal"),
         ];
         for (text, line, expected) in cases {
             let found = problems(text, &options);
@@ -1830,6 +1875,27 @@ mod tests {
             [&image, &Base::Stage { index: 0 }],
             "a later FROM alpine is the stage"
         );
+    }
+
+    #[test]
+    fn stop_signals_follow_moby_parse_signal() {
+        for signal in [
+            "SIGTERM",
+            "TERM",
+            "sigkill",
+            "Quit",
+            "9",
+            "64",
+            "SIGRTMIN+3",
+            "RTMAX-14",
+        ] {
+            assert!(is_signal(signal), "{signal}");
+        }
+        for signal in [
+            "", "0", "65", "-1", "SIGBOGUS", "SIG", "RTMIN+16", "RTMAX-0", "TERM ",
+        ] {
+            assert!(!is_signal(signal), "{signal}");
+        }
     }
 
     #[test]
