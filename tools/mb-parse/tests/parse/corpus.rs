@@ -97,3 +97,33 @@ fn corpus_documents_match_their_snapshots() {
         }
     }
 }
+
+/// The image config the `image-config` corpus file produces: its target stage's ops applied in
+/// order to its base's config, as mb-exec assembles the image (`ImageConfig::apply`). Covers
+/// ExposedPorts, User, WorkingDir, Volumes, Shell, StopSignal, Healthcheck, OnBuild,
+/// Cmd/Entrypoint, Labels and Env.
+#[test]
+fn image_config_corpus_file_produces_its_config() {
+    let name = "image-config.Dockerfile";
+    let path = corpus_dir().join(name);
+    let images: BTreeMap<String, ImageConfig> =
+        serde_json::from_str(&read(&corpus_dir().join("images.json")))
+            .unwrap_or_else(|e| panic!("images.json: {e}"));
+    let options = options(name, &path.with_extension("args"));
+    let graph = build_graph(&read(&path), &options, &mut TableImages(images.clone()))
+        .unwrap_or_else(|problems| panic!("{name} should parse: {problems:#?}"));
+    let stage = graph
+        .stages
+        .last()
+        .unwrap_or_else(|| panic!("{name} has no stage"));
+    let base = match &stage.base {
+        mb_core::graph::Base::Image { reference } => images.get(reference).cloned(),
+        other => panic!("{name}: expected an image base, got {other:?}"),
+    };
+    let mut config = base.unwrap_or_default().for_new_stage();
+    let mut cmd_set_in_stage = false;
+    for instruction in &stage.instructions {
+        config.apply(&instruction.op, &mut cmd_set_in_stage);
+    }
+    insta::assert_json_snapshot!("image-config.Dockerfile.config", config);
+}
