@@ -40,6 +40,11 @@ pub fn push(
             continue;
         }
         match store.result(&step.key)? {
+            Some(output) if !store.blob_intact(&output.layer.digest)? => eprintln!(
+                "mb-cache push: warning: the layer of step {} ({}) is corrupt in the store; not pushed (mb-cache verify --repair drops it)",
+                step.step + 1,
+                output.layer.digest
+            ),
             Some(output) => outputs.push((step.key.clone(), output)),
             None => eprintln!(
                 "mb-cache push: warning: the store has no result for step {} (key {}); not pushed",

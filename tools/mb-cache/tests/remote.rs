@@ -446,6 +446,39 @@ fn a_corrupt_blob_on_the_server_is_refused_and_the_step_built() -> TestResult {
 }
 
 #[test]
+fn a_corrupt_layer_in_the_local_store_is_never_pushed() -> TestResult {
+    if !can_build("a_corrupt_layer_in_the_local_store_is_never_pushed") {
+        return Ok(());
+    }
+    let world = world()?;
+    let server = Server::start(&world.path().join("cache"), &[])?;
+    let url = server.url();
+    let machine_a = Machine::new(world.path(), "a")?;
+    let result_a = machine_a.exec(&machine_a.plan()?)?;
+    let first_layer = result_a["result"]["steps"][0]["layer"]["digest"]
+        .as_str()
+        .unwrap_or_default();
+    let hex = first_layer.trim_start_matches("sha256:");
+    fs::write(machine_a.store.join("blobs/sha256").join(hex), b"bit rot")?;
+    let (_, stderr) =
+        machine_a.stage("mb-cache", &["push", "--to", &url], &result_a.to_string())?;
+    assert!(
+        stderr.contains(&format!(
+            "the layer of step 1 ({first_layer}) is corrupt in the store; not pushed"
+        )),
+        "{stderr}"
+    );
+    assert!(!world
+        .path()
+        .join("cache/cas")
+        .join(&hex[..2])
+        .join(hex)
+        .exists());
+    server.assert_consistent()?;
+    Ok(())
+}
+
+#[test]
 fn a_server_killed_during_an_upload_leaves_no_corrupt_entry() -> TestResult {
     if !can_build("a_server_killed_during_an_upload_leaves_no_corrupt_entry") {
         return Ok(());

@@ -66,6 +66,10 @@ pub enum CoreError {
         /// The digest of the bytes actually read.
         actual: String,
     },
+    /// A blob about to be sent elsewhere is missing from the store or does not hash to its
+    /// digest.
+    #[error("blob {0} in the store is missing or corrupt; nothing of it was sent (`mb-cache verify --repair` drops it, the next build makes it again)")]
+    BlobNotIntact(String),
     /// A JSON file in the store could not be read or written.
     #[error("{path}: {source}")]
     Json {
@@ -130,6 +134,7 @@ impl Failure for CoreError {
             | CoreError::BadReference { .. } => ExitStatus::BadInput,
             CoreError::Io { .. }
             | CoreError::DigestMismatch { .. }
+            | CoreError::BlobNotIntact(_)
             | CoreError::Json { .. }
             | CoreError::Store { .. } => ExitStatus::BuildFailed,
         }

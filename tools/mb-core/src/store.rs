@@ -351,6 +351,17 @@ impl Store {
         }
     }
 
+    /// Fails unless the blob is present and hashes to its digest (as [`Store::blob_intact`]
+    /// decides): for code about to send a blob elsewhere, which must never pass on content
+    /// that lies about its digest.
+    pub fn check_blob(&self, digest: &Digest) -> Result<(), CoreError> {
+        if self.blob_intact(digest)? {
+            Ok(())
+        } else {
+            Err(CoreError::BlobNotIntact(digest.to_string()))
+        }
+    }
+
     /// Removes a blob (a corrupt one, so that it can be written again).
     pub fn remove_blob(&self, digest: &Digest) -> Result<(), CoreError> {
         let path = self.blob_path(digest);

@@ -52,9 +52,10 @@ pub fn run(root: &Path) -> Result<Vec<Figure>, String> {
     figures.extend(measure("pipe", &workload, pipe)?);
     if which("buildah").is_some() {
         workload.load_base_into_buildah()?;
-        figures.extend(measure("buildah", &workload, |workload| {
-            workload.buildah()
-        })?);
+        let buildah = measure("buildah", &workload, |workload| workload.buildah())?;
+        let ratios = ratios_to_buildah(&figures, &buildah);
+        figures.extend(buildah);
+        figures.extend(ratios);
     } else {
         eprintln!(
             "xtask bench pipe: buildah not installed (apt-get install buildah): no comparison"
@@ -109,6 +110,28 @@ fn measure(
         ),
         figure("dependency manifest changed", manifest, None),
     ])
+}
+
+/// The pipe's time as a share of buildah's for each scenario, with the targets where
+/// they are relative.
+fn ratios_to_buildah(pipe: &[Figure], buildah: &[Figure]) -> Vec<Figure> {
+    pipe.iter()
+        .zip(buildah)
+        .map(|(ours, theirs)| {
+            let scenario = ours.name.trim_start_matches("pipe: ");
+            let target = match scenario {
+                "cold build" => Some("<= 100 %".to_string()),
+                "one source file changed" => Some("< 33 %".to_string()),
+                _ => None,
+            };
+            Figure {
+                name: format!("pipe / buildah: {scenario}"),
+                value: 100.0 * ours.value / theirs.value.max(f64::EPSILON),
+                unit: "%",
+                target,
+            }
+        })
+        .collect()
 }
 
 fn time_once(mut command: Command) -> Result<Duration, String> {
@@ -197,6 +220,9 @@ impl Workload {
     /// A fresh store (or buildah cache) with only the base image in it.
     fn reset_store(&self, builder: &str) -> Result<(), String> {
         if builder == "buildah" {
+            // The tag first: while it stands, `--prune` keeps the layers it was built from, and
+            // the next "cold" build would hit them.
+            let _ = Command::new("buildah").args(["rmi", "-f", "bench"]).output();
             let _ = Command::new("buildah").args(["rmi", "--prune"]).output();
             return Ok(());
         }

@@ -636,6 +636,7 @@ impl Registry {
         mount_sources: &[String],
     ) -> Result<BlobUpload, RegistryError> {
         let path = store.blob_path(digest);
+        store.check_blob(digest)?;
         self.retrying(|| {
             if self.blob_exists(digest)? {
                 return Ok(BlobUpload::Present);

@@ -198,6 +198,37 @@ fn a_connection_cut_mid_upload_is_retried_and_the_image_is_intact() -> TestResul
 }
 
 #[test]
+fn a_corrupt_layer_in_the_store_is_never_pushed() -> TestResult {
+    let (sandbox, imported) = sandbox_with_image(0)?;
+    let Some(registry) = start_registry(&sandbox, "registry")? else {
+        return Ok(());
+    };
+    let layer_digest = text_at(&imported, "/layers/0/digest")?.to_string();
+    let blob = sandbox
+        .path("store")
+        .join("blobs/sha256")
+        .join(layer_digest.trim_start_matches("sha256:"));
+    fs::write(&blob, b"bit rot")?;
+    let document = result_document(&sandbox.path("store"), &imported)?;
+    sandbox
+        .mb_oci()
+        .args(["export", "--push", &format!("{}/app:v1", registry.address)])
+        .write_stdin(document)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(format!(
+            "blob {layer_digest} in the store is missing or corrupt"
+        )));
+    sandbox
+        .mb_oci_with_store("other-store")
+        .args(["pull", &format!("{}/app:v1", registry.address)])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("not found"));
+    Ok(())
+}
+
+#[test]
 fn a_registry_that_dies_mid_push_is_a_clear_error_and_no_image_is_tagged() -> TestResult {
     let (sandbox, imported) = sandbox_with_image(3 * 1024 * 1024)?;
     let Some(registry) = start_registry(&sandbox, "registry")? else {
