@@ -63,27 +63,43 @@ pub struct Lexed<'a> {
     pub instructions: Vec<RawInstruction<'a>>,
     /// The physical lines (BOM and `\r` removed), to show the line of a problem found later.
     pub lines: Vec<&'a str>,
+    /// What was wrong but let lexing go on (a bad directive, an overlong line, an unterminated
+    /// heredoc, which ends the file), in line order, so that `--check` lists what follows too.
+    pub problems: Vec<Problem>,
 }
 
-/// Splits `text` into instructions.
+/// Splits `text` into instructions, or returns the first problem.
 pub fn lex(text: &str) -> Result<Lexed<'_>, Problem> {
+    let mut lexed = lex_recovering(text);
+    if lexed.problems.is_empty() {
+        Ok(lexed)
+    } else {
+        Err(lexed.problems.swap_remove(0))
+    }
+}
+
+/// Splits `text` into instructions, going on after a problem where the rest can still be read:
+/// a bad directive keeps its default, an overlong line is lexed anyway, and an unterminated
+/// heredoc ends the file (its instruction is kept with the heredocs that did end).
+pub fn lex_recovering(text: &str) -> Lexed<'_> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let lines: Vec<&str> = text
         .split('\n')
         .map(|line| line.strip_suffix('\r').unwrap_or(line))
         .collect();
-    if let Some((index, line)) = lines
+    let mut problems: Vec<Problem> = lines
         .iter()
         .enumerate()
-        .find(|(_, line)| line.len() > MAX_LINE_BYTES)
-    {
-        return Err(Problem::at(
-            line_number(index),
-            format!("line is longer than {MAX_LINE_BYTES} bytes"),
-            truncate(line),
-        ));
-    }
-    let directives = read_directives(&lines)?;
+        .filter(|(_, line)| line.len() > MAX_LINE_BYTES)
+        .map(|(index, line)| {
+            Problem::at(
+                line_number(index),
+                format!("line is longer than {MAX_LINE_BYTES} bytes"),
+                truncate(line),
+            )
+        })
+        .collect();
+    let directives = read_directives(&lines, &mut problems);
     let escape = directives.escape;
     let mut instructions = Vec::new();
     let mut index = 0;
@@ -119,17 +135,26 @@ pub fn lex(text: &str) -> Result<Lexed<'_>, Problem> {
             heredocs: Vec::new(),
         };
         for marker in heredoc_markers(&instruction, escape) {
-            let heredoc = read_heredoc(&lines, &mut index, marker, &instruction)?;
-            instruction.heredocs.push(heredoc);
-            instruction.end_line = line_number(index - 1);
+            match read_heredoc(&lines, &mut index, marker, &instruction) {
+                Ok(heredoc) => {
+                    instruction.heredocs.push(heredoc);
+                    instruction.end_line = line_number(index - 1);
+                }
+                Err(problem) => {
+                    problems.push(problem);
+                    break;
+                }
+            }
         }
         instructions.push(instruction);
     }
-    Ok(Lexed {
+    problems.sort_by_key(|problem| problem.line);
+    Lexed {
         directives,
         instructions,
         lines,
-    })
+        problems,
+    }
 }
 
 /// The keyword and the left-trimmed rest of an instruction whose text starts with
@@ -183,8 +208,8 @@ fn strip_continuation(line: &str, escape: char) -> (&str, bool) {
 }
 
 /// Reads `# key=value` lines at the very top until the first line that is not a known
-/// directive.
-fn read_directives(lines: &[&str]) -> Result<Directives, Problem> {
+/// directive. A bad one is added to `problems` and leaves its default in place.
+fn read_directives(lines: &[&str], problems: &mut Vec<Problem>) -> Directives {
     let mut directives = Directives {
         escape: '\\',
         syntax: None,
@@ -198,38 +223,29 @@ fn read_directives(lines: &[&str]) -> Result<Directives, Problem> {
         if !matches!(key.as_str(), "syntax" | "escape" | "check") {
             break;
         }
+        let mut problem =
+            |message: String| problems.push(Problem::at(line_number(index), message, *line));
         if seen.contains(&key) {
-            return Err(Problem::at(
-                line_number(index),
-                format!("only one `{key}` parser directive can be used"),
-                line.to_string(),
-            ));
+            problem(format!("only one `{key}` parser directive can be used"));
+            continue;
         }
         match key.as_str() {
-            "escape" => {
-                directives.escape = match value.as_str() {
-                    "\\" => '\\',
-                    "`" => '`',
-                    _ => {
-                        return Err(Problem::at(
-                            line_number(index),
-                            format!("invalid escape character `{value}`: use `\\` or `` ` ``"),
-                            line.to_string(),
-                        ))
-                    }
-                }
-            }
+            "escape" => match value.as_str() {
+                "\\" => directives.escape = '\\',
+                "`" => directives.escape = '`',
+                _ => problem(format!(
+                    "invalid escape character `{value}`: use `\\` or `` ` ``"
+                )),
+            },
             "syntax" => directives.syntax = Some(value),
-            _ => {
-                check_directive(&value).map_err(|message| {
-                    Problem::at(line_number(index), message, line.to_string())
-                })?;
-                directives.check = Some(value);
-            }
+            _ => match check_directive(&value) {
+                Ok(()) => directives.check = Some(value),
+                Err(message) => problem(message),
+            },
         }
         seen.push(key);
     }
-    Ok(directives)
+    directives
 }
 
 /// `# check=skip=Rule1,Rule2;experimental=all;error=true`, validated as BuildKit's
@@ -502,6 +518,25 @@ mod tests {
         let problem = lex("FROM a\nRUN <<EOF\necho\n").err();
         assert_eq!(problem.as_ref().and_then(|p| p.line), Some(2));
         assert!(problem.is_some_and(|p| p.message.contains("unterminated heredoc `EOF`")));
+    }
+
+    #[test]
+    fn lexing_goes_on_after_a_problem() {
+        let text = format!(
+            "# escape=`\n# escape=\\\n# check=oops\nFROM a\nRUN {}\nRUN ok `\n  too\nCOPY <<EOF /x\nno end\n",
+            "x".repeat(MAX_LINE_BYTES)
+        );
+        let lexed = lex_recovering(&text);
+        let lines: Vec<Option<u32>> = lexed.problems.iter().map(|p| p.line).collect();
+        assert_eq!(lines, [Some(2), Some(3), Some(5), Some(8)]);
+        assert_eq!(
+            lexed.directives.escape, '`',
+            "a repeated directive is not applied"
+        );
+        assert_eq!(lexed.instructions.len(), 4);
+        assert_eq!(lexed.instructions[2].rest, "ok   too");
+        assert!(lexed.instructions[3].heredocs.is_empty());
+        assert_eq!(lex(&text).err().and_then(|p| p.line), Some(2));
     }
 
     #[test]

@@ -4,9 +4,9 @@
 //! continuations, heredocs), `words` and `flags` (splitting an instruction's text),
 //! `instruction` (each instruction's syntax, with `mount` for RUN --mount and `healthcheck` for
 //! HEALTHCHECK), `expand` (variables) and `stages` (ARG scoping, stage references, pruning,
-//! ONBUILD triggers of base images and base stages, and the typed `Op`s). Nothing here runs or
-//! fetches anything; base images are only looked up in the local store, to seed variable
-//! expansion with their Env.
+//! ONBUILD triggers of base images and base stages, and the typed `Op`s). Nothing here runs
+//! anything; base images are looked up in the local store (pulled into it when missing, except
+//! with `--check`), to seed variable expansion with their Env.
 
 mod error;
 mod expand;
@@ -81,7 +81,8 @@ pub fn run(cli: Cli) -> Result<(), ParseError> {
     let mut images = StoreImages {
         common: &cli.common,
         store: None,
-        registry: cli.registry.options(),
+        registry: registry_options(&cli.registry, cli.check),
+        quiet: cli.check,
         platform,
     };
     let graph =
@@ -94,6 +95,21 @@ pub fn run(cli: Cli) -> Result<(), ParseError> {
     }
     Document::new(graph).write_stdout()?;
     Ok(())
+}
+
+/// How base images are looked up. `--check` never pulls: it checks every stage, and a base
+/// image only seeds expansion with its Env, so one missing from the store is not worth a
+/// download (or a registry's credentials) just to validate the file.
+fn registry_options(
+    registry: &mb_core::cli::RegistryArgs,
+    check: bool,
+) -> mb_core::registry::RegistryOptions {
+    let mut options = registry.options();
+    if check {
+        options.offline = true;
+        options.always_pull = false;
+    }
+    options
 }
 
 fn read_dockerfile(file: &str) -> Result<String, ParseError> {
@@ -140,6 +156,9 @@ struct StoreImages<'a> {
     common: &'a CommonArgs,
     store: Option<Store>,
     registry: mb_core::registry::RegistryOptions,
+    /// A base image that cannot be had is only a debug message (for `--check`, which does not
+    /// pull).
+    quiet: bool,
     platform: Platform,
 }
 
@@ -159,6 +178,10 @@ impl BaseImages for StoreImages<'_> {
             match mb_core::registry::ensure_image(store, reference, &self.platform, &self.registry)
             {
                 Ok(descriptor) => descriptor,
+                Err(error) if self.quiet => {
+                    tracing::debug!("base image {reference}: {error}; its Env is unknown");
+                    return None;
+                }
                 Err(error) => {
                     tracing::warn!("base image {reference}: {error}; its Env is unknown");
                     return None;
@@ -179,6 +202,15 @@ pub use mb_core::graph::is_proxy_arg;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn check_never_pulls_base_images() -> Result<(), clap::Error> {
+        use clap::Parser;
+        let cli = Cli::try_parse_from(["mb-parse", "--check"])?;
+        let options = registry_options(&cli.registry, cli.check);
+        assert!(options.offline && !options.always_pull);
+        Ok(())
+    }
 
     #[test]
     fn proxy_args_in_either_case() {

@@ -80,14 +80,21 @@ pub fn build_graph(
     options: &Options,
     images: &mut dyn BaseImages,
 ) -> Result<Graph, Vec<Problem>> {
-    let lexed = lexer::lex(text).map_err(|problem| vec![problem])?;
+    let lexed = lexer::lex_recovering(text);
     let lines = lexed.lines;
-    build(lexed.instructions, lexed.directives.escape, options, images).map_err(|mut problems| {
-        for problem in &mut problems {
-            problem.show_line_from(&lines);
-        }
-        problems
-    })
+    let mut problems = lexed.problems;
+    // What the lexer could not read is reported with whatever else is wrong, so that `--check`
+    // lists everything at once.
+    match build(lexed.instructions, lexed.directives.escape, options, images) {
+        Ok(graph) if problems.is_empty() => return Ok(graph),
+        Ok(_) => {}
+        Err(found) => problems.extend(found),
+    }
+    problems.sort_by_key(|problem| problem.line);
+    for problem in &mut problems {
+        problem.show_line_from(&lines);
+    }
+    Err(problems)
 }
 
 fn build(
@@ -1896,6 +1903,17 @@ mod tests {
         ] {
             assert!(!is_signal(signal), "{signal}");
         }
+    }
+
+    #[test]
+    fn problems_after_a_lexer_problem_are_listed_too() {
+        let text = "# escape=x\nFROM a\nRUNN x\nRUN <<EOF\nno end\n";
+        let found = problems(text, &options());
+        let lines: Vec<Option<u32>> = found.iter().map(|(line, _)| *line).collect();
+        assert_eq!(lines, [Some(1), Some(3), Some(4)], "{found:?}");
+        assert!(found[0].1.contains("invalid escape character"));
+        assert!(found[1].1.contains("unknown instruction `RUNN`"));
+        assert!(found[2].1.contains("unterminated heredoc"));
     }
 
     #[test]
