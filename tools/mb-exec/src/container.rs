@@ -7,6 +7,10 @@
 //! The bundle (config.json) is written to a private tmpfs directory, never the store: with an
 //! `env=` secret it holds a secret value.
 //!
+//! Name lookups: every container gets a generated /etc/hosts (localhost and its hostname, so
+//! `localhost` resolves under `--network=none` too); one sharing the host network also gets the
+//! host's /etc/resolv.conf. Both are bound read-only from outside the root, never in the layer.
+//!
 //! Mount points the runtime creates for /proc, /dev, /sys, the bound /etc files and the RUN's
 //! `--mount` targets are not the command's doing: those that did not exist before the run and are still empty afterwards are
 //! removed from the upper dir (with parents created only for them) before the layer is written.
@@ -41,8 +45,45 @@ const TAIL_LINES: usize = 20;
 /// The hostname build containers get, as docker build gives a fixed one.
 const HOSTNAME: &str = "memobuild";
 
-/// Host files bound read-only into containers that share the host network, for name lookups.
-const HOST_NETWORK_FILES: [&str; 2] = ["/etc/resolv.conf", "/etc/hosts"];
+/// The host's resolver configuration, bound read-only into containers that share the host
+/// network. Under `--network=none` there is no resolver to reach, so none is bound.
+const HOST_RESOLV_CONF: &str = "/etc/resolv.conf";
+
+/// The /etc/hosts every container gets, whatever its network: the host's would not name the
+/// container's hostname, and without one `localhost` would not resolve under `--network=none`.
+fn hosts_file() -> String {
+    format!("127.0.0.1\tlocalhost {HOSTNAME}\n::1\tlocalhost ip6-localhost ip6-loopback\n")
+}
+
+/// A file bound read-only into the container.
+#[derive(Debug, Clone)]
+pub struct BoundFile {
+    /// Where the command sees it.
+    pub destination: &'static str,
+    /// The host file.
+    pub source: PathBuf,
+}
+
+/// The files a container's name lookups read: a generated /etc/hosts (written to `private_dir`,
+/// the RUN's private tmpfs directory, never the layer) and, sharing the host network, the
+/// host's /etc/resolv.conf.
+fn network_files(private_dir: &Path, network: &str) -> Result<Vec<BoundFile>, ExecError> {
+    let hosts = private_dir.join("hosts");
+    fs::write(&hosts, hosts_file()).map_err(ExecError::io(&hosts))?;
+    fs::set_permissions(&hosts, fs::Permissions::from_mode(0o644))
+        .map_err(ExecError::io(&hosts))?;
+    let mut files = vec![BoundFile {
+        destination: "/etc/hosts",
+        source: hosts,
+    }];
+    if network != "none" && Path::new(HOST_RESOLV_CONF).is_file() {
+        files.push(BoundFile {
+            destination: HOST_RESOLV_CONF,
+            source: PathBuf::from(HOST_RESOLV_CONF),
+        });
+    }
+    Ok(files)
+}
 
 /// A RUN instruction, resolved.
 pub struct RunRequest<'a> {
@@ -88,18 +129,10 @@ pub fn run(
         .map(|script| write_script(&bundle, script))
         .transpose()?;
     let identity = Accounts::read(&rootfs)?.resolve(request.user)?;
-    let share_host_network = request.network != "none";
-    let bound_files: Vec<&str> = if share_host_network {
-        HOST_NETWORK_FILES
-            .into_iter()
-            .filter(|path| Path::new(path).is_file())
-            .collect()
-    } else {
-        Vec::new()
-    };
+    let bound_files = network_files(&bundle, request.network)?;
     let mount_points: Vec<String> = ["/proc", "/dev", "/sys"]
         .into_iter()
-        .chain(bound_files.iter().copied())
+        .chain(bound_files.iter().map(|file| file.destination))
         .map(str::to_string)
         .chain(request.mounts.targets.iter().cloned())
         .collect();
@@ -256,7 +289,7 @@ const CAPABILITIES: [Capability; 14] = [
 pub fn container_spec(
     request: &RunRequest<'_>,
     identity: &Identity,
-    bound_files: &[&str],
+    bound_files: &[BoundFile],
     script_dir: Option<&Path>,
     rootfs: &Path,
 ) -> Result<Spec, oci_spec::OciSpecError> {
@@ -323,7 +356,7 @@ pub fn container_spec(
         .filter(|mount| mount.destination() != Path::new("/sys/fs/cgroup"))
         .collect();
     for file in bound_files {
-        mounts.push(read_only_bind(Path::new(file), Path::new(file))?);
+        mounts.push(read_only_bind(Path::new(file.destination), &file.source)?);
     }
     if let Some(script_dir) = script_dir {
         // After the default /dev tmpfs, so that its mount point is made there, not in the layer.
@@ -566,7 +599,10 @@ mod tests {
         let spec = container_spec(
             &request(&argv, "default", &mounts),
             &identity,
-            &["/etc/hosts"],
+            &[BoundFile {
+                destination: "/etc/hosts",
+                source: PathBuf::from("/dev/shm/bundle/hosts"),
+            }],
             Some(Path::new("/dev/shm/bundle/pipes")),
             rootfs,
         )?;
@@ -587,6 +623,37 @@ mod tests {
         assert_eq!(script_mount["source"], "/dev/shm/bundle/pipes");
         assert!(script_mount["options"].to_string().contains("\"ro\""));
         assert_eq!(json["root"]["path"], "/var/rootfs");
+        Ok(())
+    }
+
+    #[test]
+    fn every_network_mode_gets_a_hosts_file_naming_the_hostname() -> Result<(), ExecError> {
+        let dir = tempfile::tempdir().map_err(ExecError::io("tempdir"))?;
+        for network in ["none", "default", "host"] {
+            let files = network_files(dir.path(), network)?;
+            let destinations: Vec<&str> = files.iter().map(|file| file.destination).collect();
+            let hosts = files
+                .iter()
+                .find(|file| file.destination == "/etc/hosts")
+                .ok_or_else(|| ExecError::BadPlan(format!("no /etc/hosts for {network}")))?;
+            assert!(hosts.source.starts_with(dir.path()), "{hosts:?}");
+            let content =
+                fs::read_to_string(&hosts.source).map_err(ExecError::io(&hosts.source))?;
+            assert!(
+                content.contains("127.0.0.1\tlocalhost memobuild\n"),
+                "{content}"
+            );
+            assert!(
+                content.contains("::1\tlocalhost ip6-localhost"),
+                "{content}"
+            );
+            let host_resolver = network != "none" && Path::new(HOST_RESOLV_CONF).is_file();
+            assert_eq!(
+                destinations.contains(&HOST_RESOLV_CONF),
+                host_resolver,
+                "{network}: {destinations:?}"
+            );
+        }
         Ok(())
     }
 
