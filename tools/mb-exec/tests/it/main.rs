@@ -12,3 +12,4 @@ mod mounts;
 mod multi_stage;
 mod no_overlay;
 mod run;
+mod sandbox;
