@@ -72,6 +72,14 @@ pub enum HashError {
         /// The instruction.
         location: Location,
     },
+    /// The file `--exclude-from` names cannot be read: a bad argument, not a broken context.
+    #[error("--exclude-from {path}: {source}")]
+    BadExcludeFrom {
+        /// The file as given.
+        path: PathBuf,
+        /// What the system said.
+        source: std::io::Error,
+    },
     /// A file name that is not UTF-8, which the documents cannot carry.
     #[error("{0}: the file name is not UTF-8")]
     NonUtf8Name(PathBuf),
@@ -110,6 +118,7 @@ impl Failure for HashError {
         match self {
             HashError::BadContext { .. }
             | HashError::BadIgnoreLine { .. }
+            | HashError::BadExcludeFrom { .. }
             | HashError::BadSourcePattern { .. } => ExitStatus::BadInput,
             HashError::SourceNotFound { .. }
             | HashError::SymlinkEscapes { .. }
@@ -119,5 +128,41 @@ impl Failure for HashError {
             | HashError::Io { .. } => ExitStatus::BuildFailed,
             HashError::Core(core) => core.exit_status(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io;
+
+    /// Errors the tests cannot provoke as root, who reads any file: the message names the path
+    /// and the system's error, and the exit status is the one documented.
+    #[test]
+    fn io_errors_name_the_path_and_the_system_error_and_fail_the_build() {
+        let denied = HashError::io("/ctx/secret")(io::Error::from_raw_os_error(13));
+        assert_eq!(
+            denied.to_string(),
+            "/ctx/secret: Permission denied (os error 13)"
+        );
+        assert_eq!(denied.exit_status(), ExitStatus::BuildFailed);
+        let swapped = HashError::NotARegularFile {
+            path: "/ctx/a".into(),
+            found: "symlink",
+        };
+        assert!(swapped.to_string().starts_with("/ctx/a: "));
+        assert_eq!(swapped.exit_status(), ExitStatus::BuildFailed);
+        let bad_argument = HashError::BadExcludeFrom {
+            path: "patterns.txt".into(),
+            source: io::Error::from(io::ErrorKind::NotFound),
+        };
+        assert!(bad_argument
+            .to_string()
+            .starts_with("--exclude-from patterns.txt: "));
+        assert_eq!(bad_argument.exit_status(), ExitStatus::BadInput);
+        assert_eq!(
+            HashError::NonUtf8Name("/ctx/\u{fffd}".into()).exit_status(),
+            ExitStatus::BuildFailed
+        );
     }
 }

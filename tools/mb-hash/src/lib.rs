@@ -107,8 +107,22 @@ fn open_context(dir: &Path) -> Result<PathBuf, HashError> {
     Ok(root)
 }
 
-fn read_rules(ignore_file: Option<&Path>) -> Result<IgnoreRules, HashError> {
-    ignore_file.map_or_else(|| Ok(IgnoreRules::default()), IgnoreRules::read)
+/// The rules of `ignore_file`, none without one. A file named by `--exclude-from` that cannot
+/// be read is a bad argument (exit 2); a `.dockerignore` of the context that cannot be read is
+/// a context that cannot be read (exit 1).
+fn read_rules(
+    ignore_file: Option<&Path>,
+    exclude_from: Option<&Path>,
+) -> Result<IgnoreRules, HashError> {
+    let Some(ignore_file) = ignore_file else {
+        return Ok(IgnoreRules::default());
+    };
+    IgnoreRules::read(ignore_file).map_err(|error| match error {
+        HashError::Io { path, source } if exclude_from.is_some() => {
+            HashError::BadExcludeFrom { path, source }
+        }
+        other => other,
+    })
 }
 
 /// A walked context and the wall clock when the walk started, which the stat cache needs to
@@ -267,7 +281,7 @@ fn fingerprint_build(
     let dockerfile =
         Some(Path::new(&document.graph.dockerfile)).filter(|path| path != &Path::new("-"));
     let ignore_file = dockerignore::locate(&root, dockerfile, exclude_from);
-    let rules = read_rules(ignore_file.as_deref())?;
+    let rules = read_rules(ignore_file.as_deref(), exclude_from)?;
     let scanned = scan(&root, &rules)?;
     let tree = &scanned.tree;
 
@@ -350,7 +364,7 @@ fn print_tree(
 ) -> Result<(), HashError> {
     let root = open_context(dir)?;
     let ignore_file = dockerignore::locate(&root, None, exclude_from);
-    let rules = read_rules(ignore_file.as_deref())?;
+    let rules = read_rules(ignore_file.as_deref(), exclude_from)?;
     let scanned = scan(&root, &rules)?;
     let clock = Instant::now();
     let location = Location {
