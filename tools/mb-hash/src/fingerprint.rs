@@ -399,6 +399,48 @@ mod tests {
     }
 
     #[test]
+    fn racy_entries_are_read_again_and_recorded_anew_or_dropped(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        use crate::dockerignore::IgnoreRules;
+        use crate::statcache::{encode, RACY_WINDOW_NS};
+        let dir = tempfile::tempdir()?;
+        std::fs::write(dir.path().join("read"), b"new")?;
+        std::fs::write(dir.path().join("unread"), b"other")?;
+        let tree = ContextTree::scan(dir.path(), &IgnoreRules::default())?;
+        let node = |path: &str| tree.get(path).ok_or(format!("no {path}"));
+        let (read, unread) = (node("read")?, node("unread")?);
+        // A cache written in the same tick as the files: same stats, but the digests are of
+        // what they held before a rewrite the stats cannot show.
+        let written_at = read.stat.mtime_ns.max(unread.stat.mtime_ns);
+        let stale = *blake3::hash(b"old").as_bytes();
+        let bytes = encode(
+            written_at,
+            vec![("read", read.stat, stale), ("unread", unread.stat, stale)].into_iter(),
+        );
+        let cache = StatCache::parse(&bytes)?;
+        let hashed = hash_files(&tree, vec![("read", read)], &cache)?;
+        assert_eq!((hashed.n_read, hashed.n_cached), (1, 0));
+        // Recorded by a run that started after the window, so that the new entry is trusted.
+        let started_ns = written_at + RACY_WINDOW_NS + 1;
+        let updated = updated_cache(&tree, &hashed, &cache, started_ns).ok_or("not rewritten")?;
+        let updated = StatCache::parse(&updated)?;
+        let mut reader = updated.reader();
+        assert_eq!(
+            reader.lookup("read", &read.stat),
+            Some(*blake3::hash(b"new").as_bytes())
+        );
+        // Carried over under the new write time, the unread racy entry would vouch for a
+        // digest that may be stale: it is dropped, and read on the next run.
+        assert_eq!(updated.len(), 1);
+        // Nothing read, but a racy entry: still rewritten, to drop it.
+        let nothing_read = hash_files(&tree, Vec::new(), &cache)?;
+        let rewritten = updated_cache(&tree, &nothing_read, &cache, started_ns)
+            .ok_or("a cache with racy entries was kept")?;
+        assert_eq!(StatCache::parse(&rewritten)?.len(), 0);
+        Ok(())
+    }
+
+    #[test]
     fn a_file_swapped_for_a_link_fifo_or_directory_is_an_error_naming_it(
     ) -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;

@@ -130,6 +130,8 @@ impl std::fmt::Display for Corrupt {
     }
 }
 
+impl std::error::Error for Corrupt {}
+
 /// A cursor over cache bytes that fails instead of panicking on short input.
 struct Reader<'a> {
     bytes: &'a [u8],
