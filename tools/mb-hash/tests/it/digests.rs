@@ -157,3 +157,32 @@ fn the_standalone_tree_digest_equals_copying_the_whole_directory() -> TestResult
     assert_eq!(tree["entries"].as_array().map(Vec::len), Some(6));
     Ok(())
 }
+
+/// The owner is not part of a digest: a checkout made by another user, or files chowned by a
+/// tool, hash the same. Changing a file's owner needs root.
+#[test]
+fn changing_the_owner_keeps_the_digests() -> TestResult {
+    let sandbox = fixture()?;
+    if !sandbox.is_root() {
+        eprintln!("skipped: chown to another user needs root");
+        return Ok(());
+    }
+    let document = graph(&[(&["app"], "/srv/"), (&["README.md"], "/")])?;
+    let tree = |sandbox: &Sandbox| -> Result<serde_json::Value, Box<dyn std::error::Error>> {
+        let output = sandbox.mb_hash(&["ctx"], "");
+        assert!(output.status.success());
+        Ok(serde_json::from_slice(&output.stdout)?)
+    };
+    let before = sandbox.hash(&document)?;
+    let tree_before = tree(&sandbox)?;
+    for path in ["app/main.sh", "app/lib", "README.md"] {
+        std::os::unix::fs::chown(sandbox.context().join(path), Some(4321), Some(4321))?;
+    }
+    std::os::unix::fs::lchown(sandbox.context().join("app/run"), Some(4321), Some(4321))?;
+    let after = sandbox.hash(&document)?;
+    assert_eq!(after["selections"], before["selections"]);
+    let tree_after = tree(&sandbox)?;
+    assert_eq!(tree_after["digest"], tree_before["digest"]);
+    assert_eq!(tree_after["entries"], tree_before["entries"]);
+    Ok(())
+}

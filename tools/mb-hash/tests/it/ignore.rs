@@ -2,7 +2,7 @@
 
 use std::fs;
 
-use crate::{entry_names, graph, Sandbox, TestResult};
+use crate::{entry_names, graph, stderr, Sandbox, TestResult};
 
 fn fixture() -> Result<Sandbox, Box<dyn std::error::Error>> {
     let sandbox = Sandbox::new()?;
@@ -101,5 +101,56 @@ fn a_lone_bang_is_bad_input_naming_the_line() -> TestResult {
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains(".dockerignore:2"), "{stderr}");
+    Ok(())
+}
+
+/// An excluded directory is not walked: `node_modules` is made unreadable (and holds a name
+/// that is not UTF-8), so that any attempt to list it would fail the run. An excluded file
+/// whose name is not UTF-8 is left out without being looked at.
+#[test]
+fn excluded_directories_are_not_walked() -> TestResult {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::PermissionsExt;
+
+    let sandbox = Sandbox::new()?;
+    sandbox
+        .write(".dockerignore", "node_modules\n*.tmp\n", 0o644)?
+        .write("src/app.js", "app\n", 0o644)?
+        .write("node_modules/pkg/index.js", "pkg\n", 0o644)?;
+    let node_modules = sandbox.context().join("node_modules");
+    fs::write(node_modules.join(OsStr::from_bytes(b"\xff")), "bad name")?;
+    fs::write(
+        sandbox.context().join(OsStr::from_bytes(b"\xff.tmp")),
+        "bad name",
+    )?;
+    fs::set_permissions(&node_modules, fs::Permissions::from_mode(0o000))?;
+    let document = graph(&[(&["."], "/app/")])?;
+    let output = sandbox
+        .mb_hash_with_permissions(&["--context", "ctx"], &document)
+        .unwrap_or_else(|| {
+            eprintln!("node_modules is readable to this run: only the names are checked");
+            sandbox.mb_hash(&["--context", "ctx"], &document)
+        });
+    fs::set_permissions(&node_modules, fs::Permissions::from_mode(0o755))?;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let document: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    assert_eq!(
+        entry_names(&document["context"], 0),
+        vec![".dockerignore", "src", "src/app.js"]
+    );
+    // Walked, node_modules fails the run (here, now readable, by its name that the documents
+    // cannot carry): the test above is not vacuous.
+    fs::remove_file(sandbox.context().join(OsStr::from_bytes(b"\xff.tmp")))?;
+    let unexcluded = sandbox.mb_hash(
+        &["--context", "ctx", "--exclude-from", "/dev/null"],
+        &graph(&[(&["."], "/app/")])?,
+    );
+    assert_eq!(unexcluded.status.code(), Some(1), "{}", stderr(&unexcluded));
+    assert!(
+        stderr(&unexcluded).contains("node_modules/\u{fffd}: the file name is not UTF-8"),
+        "{}",
+        stderr(&unexcluded)
+    );
     Ok(())
 }

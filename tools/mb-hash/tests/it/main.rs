@@ -5,11 +5,13 @@ mod digests;
 mod errors;
 mod ignore;
 mod mounts;
+mod special;
+mod standalone;
 mod statcache;
 
 use std::error::Error;
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
@@ -71,11 +73,55 @@ impl Sandbox {
         command
             .current_dir(self.dir.path())
             .env(mb_core::store::STORE_ENV, self.store())
+            .env_remove("RUST_LOG")
             .args(args)
             .write_stdin(stdin.to_string());
         command
             .output()
             .unwrap_or_else(|error| panic!("running mb-hash: {error}"))
+    }
+
+    /// Whether the tests run as root, who owns the files it creates.
+    pub fn is_root(&self) -> bool {
+        fs::metadata(self.dir.path()).is_ok_and(|metadata| metadata.uid() == 0)
+    }
+
+    /// Runs `mb-hash` as a process that file permissions hold for. Root reads any file, so as
+    /// root it runs through `setpriv` without the capabilities that let it (CAP_DAC_OVERRIDE,
+    /// CAP_DAC_READ_SEARCH), still as root and so still the owner of the sandbox. None, after
+    /// printing why, when that cannot be done here (root without `setpriv`).
+    pub fn mb_hash_with_permissions(&self, args: &[&str], stdin: &str) -> Option<Output> {
+        if !self.is_root() {
+            return Some(self.mb_hash(args, stdin));
+        }
+        let caps = "-dac_override,-dac_read_search";
+        let mut command = assert_cmd::Command::new("setpriv");
+        command
+            .current_dir(self.dir.path())
+            .env(mb_core::store::STORE_ENV, self.store())
+            .env_remove("RUST_LOG")
+            .arg(format!("--inh-caps={caps}"))
+            .arg(format!("--bounding-set={caps}"))
+            .arg("--")
+            .arg(env!("CARGO_BIN_EXE_mb-hash"))
+            .args(args)
+            .write_stdin(stdin.to_string());
+        match command.output() {
+            Ok(output) if !String::from_utf8_lossy(&output.stderr).starts_with("setpriv:") => {
+                Some(output)
+            }
+            Ok(output) => {
+                eprintln!(
+                    "skipped: running as root and setpriv cannot drop CAP_DAC_OVERRIDE: {}",
+                    String::from_utf8_lossy(&output.stderr)
+                );
+                None
+            }
+            Err(error) => {
+                eprintln!("skipped: running as root and setpriv is not available: {error}");
+                None
+            }
+        }
     }
 
     /// Runs `mb-hash --context <context>` on a graph, expecting success, and returns the
@@ -161,6 +207,11 @@ pub fn selection_digest(
         .as_str()
         .map(str::to_string)
         .ok_or_else(|| format!("no selection {selection_idx} in {context}").into())
+}
+
+/// The stderr of a run, as text.
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 /// The entry names of selection `selection_idx`.

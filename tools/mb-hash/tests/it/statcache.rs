@@ -171,3 +171,25 @@ fn the_tree_manifest_counts_reads_and_cache_hits() -> TestResult {
     assert_eq!(first["digest"], second["digest"]);
     Ok(())
 }
+
+/// A file written just before a run has a stat the next run cannot trust: were it rewritten in
+/// the same timestamp tick, with the same size, its stat would not change. So it is read again
+/// until a run that started more than the racy window after the write has recorded it. Without
+/// the rule the second run would take it from the cache.
+#[test]
+fn a_file_written_within_the_racy_window_is_read_again_until_it_settles() -> TestResult {
+    let sandbox = Sandbox::new()?;
+    sandbox.write("fresh", "fresh\n", 0o644)?;
+    let document = graph(&[(&["fresh"], "/fresh")])?;
+    assert_eq!(counts(&sandbox.hash(&document)?), (1, 0));
+    // Immediately again: racily clean, read again.
+    assert_eq!(counts(&sandbox.hash(&document)?), (1, 0));
+    let window = Duration::from_nanos(mb_hash::statcache::RACY_WINDOW_NS.unsigned_abs());
+    std::thread::sleep(window + Duration::from_millis(200));
+    // The cache was written by a run within the window of the write: read once more, and
+    // recorded by this run, which started after the window.
+    assert_eq!(counts(&sandbox.hash(&document)?), (1, 0));
+    assert_eq!(counts(&sandbox.hash(&document)?), (0, 1));
+    assert_eq!(counts(&sandbox.hash(&document)?), (0, 1));
+    Ok(())
+}
