@@ -48,7 +48,7 @@ pub fn why_missed(previous: Option<(&LocationRecord, bool)>, current: &LocationR
         }
     }
     if old["inputs"] != new["inputs"] {
-        changes.push("a stage it copies from changed".to_string());
+        describe_input_changes(&old["inputs"], &new["inputs"], &new["action"], &mut changes);
     }
     describe_action_changes(&old["action"], &new["action"], &mut changes);
     if previous.files != current.files {
@@ -91,6 +91,36 @@ fn describe_action_changes(old: &Value, new: &Value, changes: &mut Vec<String>) 
         if old[field] != new[field] {
             changes.push(format!("{what} changed"));
         }
+    }
+}
+
+/// Says which of a step's inputs (`mb_core::key::step_inputs`: bind mounts of the context, a
+/// stage or an image, the stage a COPY reads, an ADD's downloads) changed.
+fn describe_input_changes(old: &Value, new: &Value, action: &Value, changes: &mut Vec<String>) {
+    let entries = |value: &Value| -> Vec<String> {
+        value
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect()
+    };
+    let (old, new) = (entries(old), entries(new));
+    for entry_idx in 0..old.len().max(new.len()) {
+        let (before, after) = (old.get(entry_idx), new.get(entry_idx));
+        if before == after {
+            continue;
+        }
+        let entry = after.or(before).map_or("", String::as_str);
+        let words: Vec<&str> = entry.splitn(4, ' ').collect();
+        changes.push(match words.as_slice() {
+            ["mount", n, "context", ..] => format!("the context files bound at mount {n} changed"),
+            ["mount", n, "stage", ..] => format!("the stage bound at mount {n} changed"),
+            ["mount", n, "image", ..] => format!("the image bound at mount {n} changed"),
+            _ if action["input"]["type"] == "url" => "the downloaded files changed".to_string(),
+            _ => "the stage it copies from changed".to_string(),
+        });
     }
 }
 
@@ -225,6 +255,46 @@ mod tests {
             why_missed(Some((&previous, true)), &current),
             "the command changed since the last build"
         );
+    }
+
+    #[test]
+    fn changed_inputs_are_named_by_what_they_are() {
+        let mut previous = record("a", &[], &[]);
+        let mut current = record("b", &[], &[]);
+        previous.material["inputs"] = json!(["mount 0 context c1", "mount 2 stage s1"]);
+        current.material["inputs"] = json!(["mount 0 context c2", "mount 2 stage s1"]);
+        assert_eq!(
+            why_missed(Some((&previous, true)), &current),
+            "the context files bound at mount 0 changed since the last build"
+        );
+        for (input, action, reason) in [
+            (
+                "stage-chain",
+                json!({"type": "copy", "input": {"type": "stage", "index": 0}}),
+                "the stage it copies from changed",
+            ),
+            (
+                "downloads",
+                json!({"type": "copy", "input": {"type": "url"}}),
+                "the downloaded files changed",
+            ),
+            (
+                "mount 1 image sha256:x",
+                json!({"type": "run"}),
+                "the image bound at mount 1 changed",
+            ),
+        ] {
+            let mut previous = record("a", &[], &[]);
+            let mut current = record("b", &[], &[]);
+            previous.material["action"] = action.clone();
+            current.material["action"] = action;
+            previous.material["inputs"] = json!([format!("{input} old")]);
+            current.material["inputs"] = json!([format!("{input} new")]);
+            assert_eq!(
+                why_missed(Some((&previous, true)), &current),
+                format!("{reason} since the last build")
+            );
+        }
     }
 
     #[test]
