@@ -75,14 +75,14 @@ impl LayerTarget<'_> {
         })
     }
 
-    /// Resolves `user[:group]` through the parent filesystem's account files.
+    /// Resolves `user[:group]` as a file owner through the parent filesystem's account files.
     fn identity(&self, spec: &str) -> Result<Identity, ExecError> {
         let accounts = if needs_accounts(spec) {
             Accounts::read(self.parent.root())?
         } else {
             Accounts::default()
         };
-        accounts.resolve(spec)
+        accounts.resolve_owner(spec)
     }
 }
 
@@ -1034,6 +1034,18 @@ mod tests {
                 ("app/main.c".to_string(), 7, 8, 0o600)
             ]
         );
+
+        // BuildKit's rule for a lone numeric --chown: the gid is the uid.
+        let numeric_options = CopyOptions {
+            chown: Some("1234"),
+            ..options
+        };
+        let layer = copy_from_context(&target, &context, &selection, &numeric_options, None)?;
+        let owners: Vec<(u64, u64)> = layer_headers(&store, &layer)?
+            .into_iter()
+            .map(|(_, uid, gid, _)| (uid, gid))
+            .collect();
+        assert_eq!(owners, vec![(1234, 1234), (1234, 1234)]);
 
         fs::write(context.join("src/main.c"), b"int MAIN;").map_err(ExecError::io(&context))?;
         let changed = copy_from_context(&target, &context, &selection, &options, None)

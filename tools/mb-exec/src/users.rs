@@ -1,13 +1,21 @@
 //! Resolving `user[:group]` (RUN's USER, WORKDIR's owner, `COPY --chown`) to numeric ids through
 //! the build filesystem's own /etc/passwd and /etc/group, never the host's.
 //!
-//! The rules follow runc's and Docker's: a numeric uid needs no passwd entry (its group is then
-//! 0 unless passwd names one), a name that is not listed is an error, and supplementary groups
-//! come from /etc/group only when no group was given explicitly.
+//! A process (RUN's USER) follows runc's rules: a numeric uid needs no passwd entry (its group
+//! is then 0 unless passwd names one), a name that is not listed is an error, and supplementary
+//! groups come from /etc/group only when no group was given explicitly.
+//!
+//! The owner of files a step writes (`COPY --chown`, WORKDIR) follows BuildKit's file
+//! operations instead, which differ in one place: a numeric uid alone takes the gid of the same
+//! number (`--chown=1234` is 1234:1234) without looking at passwd; see [`Accounts::resolve_owner`].
+//!
+//! The account files are read through the root's own symlinks ([`resolve_in_root`]): an
+//! /etc/passwd that links to `/usr/lib/passwd` means the image's, never the host's.
 
 use std::path::Path;
 
 use crate::error::ExecError;
+use crate::rootfs::resolve_in_root;
 
 /// Numeric ids a process or a file gets.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -48,10 +56,11 @@ impl Accounts {
         }
     }
 
-    /// Reads `root`/etc/passwd and `root`/etc/group; a missing file lists nobody.
+    /// Reads `root`/etc/passwd and `root`/etc/group, symlinks resolved inside `root`; a missing
+    /// file lists nobody.
     pub fn read(root: &Path) -> Result<Accounts, ExecError> {
         let read = |name: &str| -> Result<String, ExecError> {
-            let path = root.join("etc").join(name);
+            let path = resolve_in_root(root, &format!("etc/{name}"))?;
             match std::fs::read(&path) {
                 Ok(bytes) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
                 Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
@@ -133,6 +142,24 @@ impl Accounts {
         }
     }
 
+    /// Resolves `user[:group]` as the owner of files a step writes (`COPY --chown`, WORKDIR), as
+    /// BuildKit's file operations do: a numeric user alone owns with the group of the same
+    /// number, whatever passwd says (BuildKit's `parseUser` sets gid to uid when there is no
+    /// group part); otherwise as [`Accounts::resolve`]. Files have no supplementary groups.
+    pub fn resolve_owner(&self, spec: &str) -> Result<Identity, ExecError> {
+        if let Ok(uid) = spec.parse::<u32>() {
+            return Ok(Identity {
+                uid,
+                gid: uid,
+                additional_gids: Vec::new(),
+            });
+        }
+        Ok(Identity {
+            additional_gids: Vec::new(),
+            ..self.resolve(spec)?
+        })
+    }
+
     fn group_id(&self, group: &str) -> Result<u32, ExecError> {
         if let Ok(gid) = group.parse::<u32>() {
             return Ok(gid);
@@ -198,6 +225,56 @@ mod tests {
         );
         assert_eq!(empty.resolve("42")?.gid, 0);
         assert_eq!(accounts().resolve("1000")?.gid, 1000);
+        Ok(())
+    }
+
+    #[test]
+    fn file_owners_take_a_lone_numeric_uid_as_the_gid_too() -> Result<(), ExecError> {
+        let owner = |spec: &str| {
+            accounts()
+                .resolve_owner(spec)
+                .map(|identity| (identity.uid, identity.gid, identity.additional_gids))
+        };
+        // BuildKit: `--chown=1234` is 1234:1234, and a listed uid does not take passwd's gid.
+        assert_eq!(owner("1234")?, (1234, 1234, vec![]));
+        assert_eq!(owner("0")?, (0, 0, vec![]));
+        assert_eq!(Accounts::default().resolve_owner("42")?.gid, 42);
+        // An explicit group, or a name, resolve as for a process, without supplementary groups.
+        assert_eq!(owner("1234:7")?, (1234, 7, vec![]));
+        assert_eq!(owner("1234:wheel")?, (1234, 10, vec![]));
+        assert_eq!(owner("app")?, (1000, 1000, vec![]));
+        assert_eq!(owner("")?, (0, 0, vec![]));
+        // A process keeps runc's rule: an unlisted numeric uid runs with group 0.
+        assert_eq!(Accounts::default().resolve("42")?.gid, 0);
+        Ok(())
+    }
+
+    #[test]
+    fn account_files_are_read_through_the_root_s_own_symlinks() -> Result<(), ExecError> {
+        let dir = tempfile::tempdir().map_err(ExecError::io("tempdir"))?;
+        let root = dir.path();
+        let accounts_dir = root.join("usr/lib/accounts-for-this-test");
+        std::fs::create_dir_all(&accounts_dir).map_err(ExecError::io(&accounts_dir))?;
+        std::fs::create_dir_all(root.join("etc")).map_err(ExecError::io(root))?;
+        std::fs::write(
+            accounts_dir.join("passwd"),
+            "builder:x:4321:4322::/home/builder:/bin/sh\n",
+        )
+        .map_err(ExecError::io(&accounts_dir))?;
+        std::fs::write(accounts_dir.join("group"), "builders:x:4323:\n")
+            .map_err(ExecError::io(&accounts_dir))?;
+        // Absolute targets: followed from the host's / they name nothing (or the host's files).
+        for name in ["passwd", "group"] {
+            std::os::unix::fs::symlink(
+                Path::new("/usr/lib/accounts-for-this-test").join(name),
+                root.join("etc").join(name),
+            )
+            .map_err(ExecError::io(root))?;
+        }
+        let accounts = Accounts::read(root)?;
+        let identity = accounts.resolve("builder:builders")?;
+        assert_eq!((identity.uid, identity.gid), (4321, 4323));
+        assert_eq!(accounts.resolve("builder")?.gid, 4322);
         Ok(())
     }
 
