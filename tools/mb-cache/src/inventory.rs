@@ -145,8 +145,11 @@ pub struct VerifyReport {
     pub n_blobs: usize,
     /// Blobs whose content does not match their name.
     pub corrupt_blobs: Vec<String>,
-    /// Results whose layer blob is missing or corrupt.
+    /// Results whose layer blob is missing or corrupt, or that cannot be read.
     pub dangling_results: Vec<String>,
+    /// Named images whose manifest, config or layers are missing or corrupt (never removed:
+    /// `mb-oci pull` or `import` them again).
+    pub broken_images: Vec<String>,
     /// Whether the broken entries were removed.
     pub repaired: bool,
 }
@@ -179,22 +182,84 @@ pub fn verify(store: &Store, repair: bool) -> Result<VerifyReport, CoreError> {
         };
         if !intact {
             report.corrupt_blobs.push(name.to_string());
+            if let Ok(digest) = format!("sha256:{name}").parse::<Digest>() {
+                store.forget_intact(&digest)?;
+            }
             if repair {
                 fs::remove_file(&path).map_err(CoreError::io(&path))?;
             }
         }
     }
-    for (key, output) in read_results(store)? {
-        let layer = output.layer.digest;
-        if !store.has_blob(&layer) || report.corrupt_blobs.iter().any(|hex| hex == layer.hex()) {
-            report.dangling_results.push(key.clone());
-            if repair {
-                let path = store.root().join("results").join(format!("{key}.json"));
-                fs::remove_file(&path).map_err(CoreError::io(&path))?;
-            }
+    let usable = |digest: &Digest| {
+        store.has_blob(digest) && !report.corrupt_blobs.iter().any(|hex| hex == digest.hex())
+    };
+    let results = read_results(store)?;
+    let mut dangling: Vec<String> = results
+        .iter()
+        .filter(|(_, output)| !usable(&output.layer.digest))
+        .map(|(key, _)| key.clone())
+        .collect();
+    dangling.extend(unreadable_results(store, &results)?);
+    let broken_images = broken_images(store, &usable)?;
+    if repair {
+        for key in &dangling {
+            store.remove_result(key)?;
         }
     }
+    dangling.sort();
+    report.dangling_results = dangling;
+    report.broken_images = broken_images;
     Ok(report)
+}
+
+/// Keys of the files under `results/` that did not parse into `parsed`.
+fn unreadable_results(
+    store: &Store,
+    parsed: &[(String, StepOutput)],
+) -> Result<Vec<String>, CoreError> {
+    let dir = store.root().join("results");
+    let mut unreadable = Vec::new();
+    for entry in fs::read_dir(&dir).map_err(CoreError::io(&dir))? {
+        let path = entry.map_err(CoreError::io(&dir))?.path();
+        let Some(key) = path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .and_then(|name| name.strip_suffix(".json"))
+        else {
+            continue;
+        };
+        if !parsed.iter().any(|(known, _)| known == key) {
+            unreadable.push(key.to_string());
+        }
+    }
+    Ok(unreadable)
+}
+
+/// Names of the store's images that cannot be used: a manifest, config or layer blob that is
+/// missing, corrupt, or a manifest that does not parse.
+fn broken_images(
+    store: &Store,
+    usable: &dyn Fn(&Digest) -> bool,
+) -> Result<Vec<String>, CoreError> {
+    let mut broken = Vec::new();
+    for descriptor in store.index()?.manifests {
+        let name = descriptor
+            .annotations
+            .get(mb_core::store::REF_NAME)
+            .cloned()
+            .unwrap_or_else(|| descriptor.digest.to_string());
+        let intact = usable(&descriptor.digest)
+            && store
+                .read_json_blob::<mb_core::image::Manifest>(&descriptor.digest)
+                .is_ok_and(|manifest| {
+                    usable(&manifest.config.digest)
+                        && manifest.layers.iter().all(|layer| usable(&layer.digest))
+                });
+        if !intact {
+            broken.push(name);
+        }
+    }
+    Ok(broken)
 }
 
 #[cfg(test)]
@@ -238,6 +303,59 @@ mod tests {
         let clean = verify(&store, false)?;
         assert!(clean.corrupt_blobs.is_empty() && clean.dangling_results.is_empty());
         assert_eq!(clean.n_blobs, 1);
+        Ok(())
+    }
+
+    #[test]
+    fn verify_catches_rot_that_kept_the_stamp_unreadable_results_and_broken_images(
+    ) -> Result<(), CoreError> {
+        let dir = tempfile::tempdir().map_err(CoreError::io("tempdir"))?;
+        let store = Store::open(dir.path())?;
+        let layer = store.put_blob(b"layer")?;
+        let config = store.put_blob(b"{}")?;
+        let descriptor = |digest: &Digest, size: u64| mb_core::image::Descriptor {
+            media_type: "application/octet-stream".into(),
+            digest: digest.clone(),
+            size,
+            annotations: Default::default(),
+            platform: None,
+        };
+        let manifest = mb_core::image::Manifest {
+            schema_version: 2,
+            media_type: None,
+            config: descriptor(&config, 2),
+            layers: vec![descriptor(&layer, 5)],
+            annotations: Default::default(),
+        };
+        let (manifest, size) = store.put_json_blob(&manifest)?;
+        store.tag_image("app", descriptor(&manifest, size))?;
+        assert!(store.blob_intact(&layer)?);
+        assert!(verify(&store, false)?.broken_images.is_empty());
+
+        // Same length and mtime: the remembered check alone would still trust it.
+        let path = store.blob_path(&layer);
+        let modified = fs::metadata(&path)
+            .and_then(|metadata| metadata.modified())
+            .map_err(CoreError::io(&path))?;
+        fs::write(&path, b"LAYER").map_err(CoreError::io(&path))?;
+        fs::File::options()
+            .append(true)
+            .open(&path)
+            .and_then(|file| file.set_modified(modified))
+            .map_err(CoreError::io(&path))?;
+        fs::write(store.root().join("results/garbled.json"), b"{not json")
+            .map_err(CoreError::io("results"))?;
+
+        let report = verify(&store, false)?;
+        assert_eq!(report.corrupt_blobs, vec![layer.hex().to_string()]);
+        assert_eq!(report.dangling_results, vec!["garbled".to_string()]);
+        assert_eq!(report.broken_images.len(), 1, "{:?}", report.broken_images);
+        assert!(
+            !store.blob_intact(&layer)?,
+            "the remembered check is forgotten"
+        );
+        verify(&store, true)?;
+        assert!(!store.root().join("results/garbled.json").exists());
         Ok(())
     }
 

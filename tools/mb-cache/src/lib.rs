@@ -147,6 +147,9 @@ pub enum Error {
     /// `verify` found corrupt entries and did not repair them.
     #[error("{0} corrupt entries in the store (run `mb-cache verify --repair` to drop them)")]
     Corrupt(usize),
+    /// `verify` found named images that cannot be used; repair cannot make them again.
+    #[error("images with missing or corrupt blobs: {0} (pull or import them again)")]
+    BrokenImages(String),
     /// A cache URL that names no cache.
     #[error(transparent)]
     BadUrl(#[from] remote::BadUrl),
@@ -162,7 +165,7 @@ impl Failure for Error {
     fn exit_status(&self) -> ExitStatus {
         match self {
             Error::Core(error) => error.exit_status(),
-            Error::Corrupt(_) => ExitStatus::BuildFailed,
+            Error::Corrupt(_) | Error::BrokenImages(_) => ExitStatus::BuildFailed,
             Error::UnknownKey(_) | Error::BadUrl(_) => ExitStatus::BadInput,
             Error::Refused(_) => ExitStatus::BuildFailed,
             Error::Serve(error) => error.exit_status(),
@@ -256,6 +259,9 @@ pub fn run(cli: Cli) -> Result<(), Error> {
             let n_broken = report.corrupt_blobs.len() + report.dangling_results.len();
             if n_broken > 0 && !repair {
                 return Err(Error::Corrupt(n_broken));
+            }
+            if !report.broken_images.is_empty() {
+                return Err(Error::BrokenImages(report.broken_images.join(", ")));
             }
         }
     }

@@ -362,6 +362,18 @@ impl Store {
         }
     }
 
+    /// Forgets that a blob once hashed to its digest, so that [`Store::blob_intact`] hashes it
+    /// again: for a blob found corrupt by other means, whose stamp may not have changed.
+    pub fn forget_intact(&self, digest: &Digest) -> Result<(), CoreError> {
+        let memo = self.root.join("verified").join(digest.hex());
+        match fs::remove_file(&memo) {
+            Err(error) if error.kind() != io::ErrorKind::NotFound => {
+                Err(CoreError::io(&memo)(error))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Removes a blob (a corrupt one, so that it can be written again).
     pub fn remove_blob(&self, digest: &Digest) -> Result<(), CoreError> {
         let path = self.blob_path(digest);
