@@ -1,15 +1,28 @@
-//! Stopping: SIGTERM in the middle of a RUN leaves no mounts, containers or temporary files and
-//! exits 143; a failing RUN in one of two parallel stages stops the other promptly.
+//! Stopping: SIGTERM or Ctrl-C (SIGINT) in the middle of a RUN leaves no mounts, containers or
+//! temporary files and exits 143 or 130; a failing RUN in one of two parallel stages stops the
+//! other promptly.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::Signal;
 use predicates::str::contains;
 
 use crate::harness::*;
 
 #[test]
 fn sigterm_kills_the_container_and_cleans_up() -> TestResult {
+    signal_kills_the_container_and_cleans_up(Signal::SIGTERM, 143)
+}
+
+#[test]
+fn ctrl_c_kills_the_container_and_cleans_up() -> TestResult {
+    signal_kills_the_container_and_cleans_up(Signal::SIGINT, 130)
+}
+
+/// Sends `signal` to mb-exec in the middle of a RUN and checks that it exits with
+/// `expected_code` promptly, leaving no mount, container, temporary file or result.
+fn signal_kills_the_container_and_cleans_up(signal: Signal, expected_code: i32) -> TestResult {
     if !can_run_containers() {
         return Ok(());
     }
@@ -17,16 +30,23 @@ fn sigterm_kills_the_container_and_cleans_up() -> TestResult {
     let document = fixture.one_step("RUN sleep 60", shell("echo started; sleep 60"));
     let child = fixture.spawn_exec(&document)?;
     let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id())?);
-    std::thread::sleep(Duration::from_millis(1500));
+    let waiting_since = Instant::now();
+    while mounts_under(fixture.store.root()).is_empty()
+        && waiting_since.elapsed() < Duration::from_secs(10)
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert!(
         !mounts_under(fixture.store.root()).is_empty(),
         "the RUN has not started"
     );
+    // Let runc get the container going, so the stop has a container to kill.
+    std::thread::sleep(Duration::from_millis(500));
     let stopped_at = Instant::now();
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
+    nix::sys::signal::kill(pid, signal)?;
     let output = child.wait_with_output()?;
     assert!(stopped_at.elapsed() < Duration::from_secs(10));
-    assert_eq!(output.status.code(), Some(143), "{output:?}");
+    assert_eq!(output.status.code(), Some(expected_code), "{output:?}");
     assert_eq!(mounts_under(fixture.store.root()), Vec::<String>::new());
     let containers = Command::new("runc").arg("list").output()?;
     let listed = String::from_utf8_lossy(&containers.stdout);
