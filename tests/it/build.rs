@@ -486,3 +486,34 @@ fn explain_names_the_changed_build_arg_and_dry_runs_do_not_change_it() {
         assert!(!explained.contains("secret-spicy"), "{explained}");
     }
 }
+
+#[test]
+fn no_cache_filter_reruns_only_the_stages_it_names() {
+    if !can_run_containers("no_cache_filter_reruns_only_the_stages_it_names") {
+        return;
+    }
+    let sandbox = Sandbox::on_busybox(
+        "FROM busybox AS build\nRUN echo built > /built\n\nFROM busybox\nRUN echo runtime > /runtime\nCOPY --from=build /built /built\n",
+    );
+    assert_eq!(sandbox.build(&[]).outcomes(), ["ran", "ran", "ran"]);
+    let (_, plan) = sandbox.plan(&[], &["--no-cache-filter", "build"]);
+    let no_cache: Vec<bool> = plan["plan"]["steps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|step| step["no_cache"] == true)
+        .collect();
+    assert_eq!(no_cache, [true, false, false]);
+    let result = sandbox.stage("mb-exec", &[], &plan.to_string());
+    let outcomes: Vec<&str> = result["result"]["steps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|step| step["outcome"].as_str())
+        .collect();
+    assert_eq!(
+        outcomes,
+        ["ran", "cached", "cut_off"],
+        "the named stage reran; the copy of its unchanged file was cut off"
+    );
+}
