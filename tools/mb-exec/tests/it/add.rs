@@ -163,6 +163,106 @@ fn add_unpacks_archives_by_content_and_downloads_urls_with_checksums() -> TestRe
     Ok(())
 }
 
+/// A tar archive of one file, `<name>/hello.txt`, saying which archive it came from.
+fn tar_of_one_file(name: &str) -> std::io::Result<Vec<u8>> {
+    let content = format!("unpacked from {name}\n");
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(content.len() as u64);
+    header.set_mode(0o644);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(1_600_000_000);
+    header.set_cksum();
+    builder.append_data(&mut header, format!("{name}/hello.txt"), content.as_bytes())?;
+    builder.into_inner()
+}
+
+fn uncompressed(tar: Vec<u8>) -> std::io::Result<Vec<u8>> {
+    Ok(tar)
+}
+
+fn bzip2_compressed(tar: Vec<u8>) -> std::io::Result<Vec<u8>> {
+    let mut encoder = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::default());
+    encoder.write_all(&tar)?;
+    encoder.finish()
+}
+
+fn xz_compressed(tar: Vec<u8>) -> std::io::Result<Vec<u8>> {
+    let mut encoder = xz2::write::XzEncoder::new(Vec::new(), 6);
+    encoder.write_all(&tar)?;
+    encoder.finish()
+}
+
+/// The archive formats besides gzip that ADD unpacks, and how to make each from a tar.
+const OTHER_ARCHIVES: [(&str, fn(Vec<u8>) -> std::io::Result<Vec<u8>>); 3] = [
+    ("plain", uncompressed),
+    ("bzip2", bzip2_compressed),
+    ("xz", xz_compressed),
+];
+
+#[test]
+fn add_unpacks_plain_bzip2_and_xz_archives() -> TestResult {
+    if !can_run_containers() {
+        return Ok(());
+    }
+    let fixture = Fixture::new()?;
+    let context = fixture.dir.path().join("context");
+    fs::create_dir_all(&context)?;
+    let mut steps = Vec::new();
+    let mut context_section: Option<mb_core::context::ContextSection> = None;
+    for (step_idx, (name, compress)) in OTHER_ARCHIVES.into_iter().enumerate() {
+        let archive = compress(tar_of_one_file(name)?)?;
+        // Named without an extension: ADD goes by content.
+        let file_name = format!("{name}-archive");
+        fs::write(context.join(&file_name), &archive)?;
+        let line = 2 + step_idx as u32;
+        steps.push(pending(
+            step_idx,
+            0,
+            line,
+            &format!("ADD {file_name} /opt/"),
+            add(
+                CopyInput::Context {
+                    digest: name.to_string(),
+                },
+                &[file_name.as_str()],
+                "/opt/",
+            ),
+        ));
+        let file = context_file(&file_name, &file_name, 0o644, &archive);
+        let section = one_file_context(&context, (0, line as usize, None), name, file);
+        match &mut context_section {
+            Some(existing) => existing.selections.extend(section.selections),
+            None => context_section = Some(section),
+        }
+    }
+    let mut document = document(
+        graph(&[(0, None)]),
+        vec![plan_stage(0, fixture.busybox_base(), vec![0, 1, 2], vec![])],
+        steps,
+    );
+    document.context = context_section;
+    let result = result_of(&fixture.exec(&document).success())?
+        .result
+        .ok_or("no result")?;
+    for (step_idx, (name, _)) in OTHER_ARCHIVES.into_iter().enumerate() {
+        let unpacked = fixture.layer_entries(&result.steps[step_idx].layer)?;
+        assert_eq!(
+            unpacked
+                .get(&format!("opt/{name}/hello.txt"))
+                .map(String::as_str),
+            Some(format!("unpacked from {name}\n").as_str()),
+            "{name}: {unpacked:?}"
+        );
+        assert!(
+            !unpacked.contains_key(&format!("opt/{name}-archive")),
+            "{name} was copied, not unpacked: {unpacked:?}"
+        );
+    }
+    Ok(())
+}
+
 #[test]
 fn heredocs_images_link_zstd_and_workdir_owner() -> TestResult {
     if !can_run_containers() {
