@@ -3,7 +3,7 @@
 use std::fs;
 
 use mb_core::plan::{Action, CopyInput};
-use predicates::str::contains;
+use predicates::str::{contains, is_match};
 
 use crate::harness::*;
 
@@ -103,11 +103,18 @@ fn copies_from_context_and_stage_then_rerun_is_cached() -> TestResult {
         "selection",
         context_file("hello.txt", "hello.txt", 0o640, content.as_bytes()),
     ));
+    // One summary line per step: what it is, ran or cached and how long, and its layer's size.
     let assert = fixture
         .exec(&document)
         .success()
         .stderr(contains("[1 5/5] built"))
-        .stderr(contains("hi from the context"));
+        .stderr(contains("hi from the context"))
+        .stderr(is_match(
+            r"(?m)^\[builder 1/1\] RUN make: ran in \d+\.\ds, layer \d+(\.\d)? (B|KiB)$",
+        )?)
+        .stderr(is_match(
+            r"(?m)^\[1 2/5\] COPY hello\.txt /app/: ran in \d+\.\ds, layer \d+(\.\d)? (B|KiB)$",
+        )?);
     let first = result_of(&assert)?.result.ok_or("no result")?;
     assert_eq!((first.n_ran, first.n_cached), (6, 0));
 
@@ -133,9 +140,11 @@ fn copies_from_context_and_stage_then_rerun_is_cached() -> TestResult {
         vec!["home/", "home/app/", "home/app/work/"]
     );
 
-    let second = result_of(&fixture.exec(&document).success())?
-        .result
-        .ok_or("no result")?;
+    let second = result_of(&fixture.exec(&document).success().stderr(is_match(
+        r"(?m)^\[builder 1/1\] RUN make: cached \(its inputs came out as before\), layer \d+(\.\d)? (B|KiB)$",
+    )?))?
+    .result
+    .ok_or("no result")?;
     assert_eq!((second.n_ran, second.n_cached), (0, 6));
     assert_eq!(first.image.manifest, second.image.manifest);
     Ok(())
