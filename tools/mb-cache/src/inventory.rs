@@ -76,8 +76,13 @@ fn locations_by_key(store: &Store) -> Result<std::collections::HashMap<String, S
 }
 
 pub(crate) fn read_results(store: &Store) -> Result<Vec<(String, StepOutput)>, CoreError> {
+    Ok(scan_results(store)?.0)
+}
+
+/// Every result file under `results/`: those that parse, and the keys of those that do not.
+fn scan_results(store: &Store) -> Result<(Vec<(String, StepOutput)>, Vec<String>), CoreError> {
     let dir = store.root().join("results");
-    let mut results = Vec::new();
+    let (mut results, mut unreadable) = (Vec::new(), Vec::new());
     for entry in fs::read_dir(&dir).map_err(CoreError::io(&dir))? {
         let path = entry.map_err(CoreError::io(&dir))?.path();
         let Some(key) = path
@@ -90,10 +95,13 @@ pub(crate) fn read_results(store: &Store) -> Result<Vec<(String, StepOutput)>, C
         let bytes = fs::read(&path).map_err(CoreError::io(&path))?;
         match serde_json::from_slice::<StepOutput>(&bytes) {
             Ok(output) => results.push((key.to_string(), output)),
-            Err(error) => tracing::warn!("unreadable result {}: {error}", path.display()),
+            Err(error) => {
+                tracing::warn!("unreadable result {}: {error}", path.display());
+                unreadable.push(key.to_string());
+            }
         }
     }
-    Ok(results)
+    Ok((results, unreadable))
 }
 
 /// Space used by each part of the store, in bytes.
@@ -193,13 +201,13 @@ pub fn verify(store: &Store, repair: bool) -> Result<VerifyReport, CoreError> {
     let usable = |digest: &Digest| {
         store.has_blob(digest) && !report.corrupt_blobs.iter().any(|hex| hex == digest.hex())
     };
-    let results = read_results(store)?;
+    let (results, unreadable) = scan_results(store)?;
     let mut dangling: Vec<String> = results
         .iter()
         .filter(|(_, output)| !usable(&output.layer.digest))
         .map(|(key, _)| key.clone())
         .collect();
-    dangling.extend(unreadable_results(store, &results)?);
+    dangling.extend(unreadable);
     let broken_images = broken_images(store, &usable)?;
     if repair {
         for key in &dangling {
@@ -210,29 +218,6 @@ pub fn verify(store: &Store, repair: bool) -> Result<VerifyReport, CoreError> {
     report.dangling_results = dangling;
     report.broken_images = broken_images;
     Ok(report)
-}
-
-/// Keys of the files under `results/` that did not parse into `parsed`.
-fn unreadable_results(
-    store: &Store,
-    parsed: &[(String, StepOutput)],
-) -> Result<Vec<String>, CoreError> {
-    let dir = store.root().join("results");
-    let mut unreadable = Vec::new();
-    for entry in fs::read_dir(&dir).map_err(CoreError::io(&dir))? {
-        let path = entry.map_err(CoreError::io(&dir))?.path();
-        let Some(key) = path
-            .file_name()
-            .and_then(|name| name.to_str())
-            .and_then(|name| name.strip_suffix(".json"))
-        else {
-            continue;
-        };
-        if !parsed.iter().any(|(known, _)| known == key) {
-            unreadable.push(key.to_string());
-        }
-    }
-    Ok(unreadable)
 }
 
 /// Names of the store's images that cannot be used: a manifest, config or layer blob that is

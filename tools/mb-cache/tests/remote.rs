@@ -406,20 +406,32 @@ fn wrong_tokens_fail_pushes_and_only_warn_on_pulls() -> TestResult {
     Ok(())
 }
 
+/// A world with our cache server and machine A, which has built the workload.
+fn built_on_machine_a(
+) -> Result<(tempfile::TempDir, Server, Machine, Value), Box<dyn std::error::Error>> {
+    let world = world()?;
+    let server = Server::start(&world.path().join("cache"), &[])?;
+    let machine_a = Machine::new(world.path(), "a")?;
+    let result_a = machine_a.exec(&machine_a.plan()?)?;
+    Ok((world, server, machine_a, result_a))
+}
+
+/// The layer digest of a result's first step.
+fn first_layer(result: &Value) -> &str {
+    result["result"]["steps"][0]["layer"]["digest"]
+        .as_str()
+        .unwrap_or_default()
+}
+
 #[test]
 fn a_corrupt_blob_on_the_server_is_refused_and_the_step_built() -> TestResult {
     if !can_build("a_corrupt_blob_on_the_server_is_refused_and_the_step_built") {
         return Ok(());
     }
-    let world = world()?;
-    let server = Server::start(&world.path().join("cache"), &[])?;
+    let (world, server, machine_a, result_a) = built_on_machine_a()?;
     let url = server.url();
-    let machine_a = Machine::new(world.path(), "a")?;
-    let result_a = machine_a.exec(&machine_a.plan()?)?;
     machine_a.stage("mb-cache", &["push", "--to", &url], &result_a.to_string())?;
-    let first_layer = result_a["result"]["steps"][0]["layer"]["digest"]
-        .as_str()
-        .unwrap_or_default();
+    let first_layer = first_layer(&result_a);
     let hex = first_layer.trim_start_matches("sha256:");
     let on_disk = world.path().join("cache/cas").join(&hex[..2]).join(hex);
     fs::write(&on_disk, b"bit rot")?;
@@ -450,14 +462,9 @@ fn a_corrupt_layer_in_the_local_store_is_never_pushed() -> TestResult {
     if !can_build("a_corrupt_layer_in_the_local_store_is_never_pushed") {
         return Ok(());
     }
-    let world = world()?;
-    let server = Server::start(&world.path().join("cache"), &[])?;
+    let (world, server, machine_a, result_a) = built_on_machine_a()?;
     let url = server.url();
-    let machine_a = Machine::new(world.path(), "a")?;
-    let result_a = machine_a.exec(&machine_a.plan()?)?;
-    let first_layer = result_a["result"]["steps"][0]["layer"]["digest"]
-        .as_str()
-        .unwrap_or_default();
+    let first_layer = first_layer(&result_a);
     let hex = first_layer.trim_start_matches("sha256:");
     fs::write(machine_a.store.join("blobs/sha256").join(hex), b"bit rot")?;
     let (_, stderr) =
