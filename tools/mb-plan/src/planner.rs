@@ -415,6 +415,27 @@ mod tests {
         })
     }
 
+    /// Stores a result for `step` (the document's `WORKDIR /app`) as if it had been built, with
+    /// a layer blob that exists; returns the layer.
+    fn store_workdir_result(store: &Store, step: &PlanStep) -> Result<LayerRef, Error> {
+        let layer = LayerRef {
+            digest: store.put_blob(b"blob")?,
+            diff_id: Digest::of(b"tar"),
+            size: 4,
+            media_type: image::media_type::LAYER_GZIP.into(),
+        };
+        store.put_result(
+            step.key.as_deref().unwrap_or_default(),
+            &StepOutput {
+                layer: layer.clone(),
+                created_by: "WORKDIR /app".into(),
+                created: 0,
+                duration_ms: 1,
+            },
+        )?;
+        Ok(layer)
+    }
+
     #[test]
     fn steps_after_a_miss_are_pending_and_hits_are_found() -> Result<(), Error> {
         let dir = tempfile::tempdir().map_err(mb_core::CoreError::io("tempdir"))?;
@@ -428,23 +449,7 @@ mod tests {
         );
         assert_eq!((first.n_hit, first.n_miss, first.n_pending), (0, 1, 2));
 
-        let layer = LayerRef {
-            digest: Digest::of(b"blob"),
-            diff_id: Digest::of(b"tar"),
-            size: 4,
-            media_type: image::media_type::LAYER_GZIP.into(),
-        };
-        store.put_blob(b"blob")?;
-        let key = first.steps[0].key.clone().unwrap_or_default();
-        store.put_result(
-            &key,
-            &StepOutput {
-                layer: layer.clone(),
-                created_by: "WORKDIR /app".into(),
-                created: 0,
-                duration_ms: 1,
-            },
-        )?;
+        let layer = store_workdir_result(&store, &first.steps[0])?;
         let second = plan(&document, &store, &PlanOptions::default())?;
         assert_eq!(second.steps[0].status, StepStatus::Hit);
         assert_eq!(second.steps[0].layer.as_ref(), Some(&layer));
@@ -463,21 +468,7 @@ mod tests {
         let store = Store::open(dir.path())?;
         let document = document();
         let first = plan(&document, &store, &PlanOptions::default())?;
-        store.put_blob(b"blob")?;
-        store.put_result(
-            first.steps[0].key.as_deref().unwrap_or_default(),
-            &StepOutput {
-                layer: LayerRef {
-                    digest: Digest::of(b"blob"),
-                    diff_id: Digest::of(b"tar"),
-                    size: 4,
-                    media_type: image::media_type::LAYER_GZIP.into(),
-                },
-                created_by: "WORKDIR /app".into(),
-                created: 0,
-                duration_ms: 1,
-            },
-        )?;
+        store_workdir_result(&store, &first.steps[0])?;
         let other_stage = PlanOptions {
             no_cache_stages: vec!["build".into()],
             ..PlanOptions::default()
@@ -531,21 +522,7 @@ mod tests {
         let store = Store::open(dir.path())?;
         let mut document = document();
         let built = plan(&document, &store, &PlanOptions::default())?;
-        let key = built.steps[0].key.clone().unwrap_or_default();
-        store.put_result(
-            &key,
-            &StepOutput {
-                layer: LayerRef {
-                    digest: store.put_blob(b"blob")?,
-                    diff_id: Digest::of(b"tar"),
-                    size: 4,
-                    media_type: image::media_type::LAYER_GZIP.into(),
-                },
-                created_by: "WORKDIR /app".into(),
-                created: 0,
-                duration_ms: 1,
-            },
-        )?;
+        store_workdir_result(&store, &built.steps[0])?;
         document.graph.stages[0].instructions[0].op = Op::Workdir {
             path: "/srv".into(),
         };
