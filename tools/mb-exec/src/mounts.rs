@@ -11,7 +11,7 @@
 //! carry an `env=` secret) live on a tmpfs (`/dev/shm`), are mode 0400 by default, and their
 //! values are masked in the command's output.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -149,6 +149,8 @@ pub struct PreparedMounts {
     pub private_dir: tempfile::TempDir,
     // Field order matters: overlay mounts go before the directories they are mounted on.
     _overlays: Vec<OverlayMount>,
+    /// The cache ids (hashed, as their directories are named) whose locks this RUN holds.
+    locked_caches: BTreeSet<String>,
     _locks: Vec<Flock<fs::File>>,
     _staging: tempfile::TempDir,
 }
@@ -176,6 +178,7 @@ pub fn prepare(
         secret_values: Vec::new(),
         private_dir,
         _overlays: Vec::new(),
+        locked_caches: BTreeSet::new(),
         _locks: Vec::new(),
         _staging: sources.store.temp_dir("mounts-")?,
     };
@@ -215,6 +218,35 @@ pub fn prepare(
         }
     }
     Ok(prepared)
+}
+
+/// How often a `sharing=locked` cache mount held by another build is tried again.
+const LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Takes the exclusive lock of cache `id` on `file`, waiting while another build holds it. The
+/// wait is a loop of non-blocking attempts rather than one blocking call, so that a stop
+/// (Ctrl-C, SIGTERM, a failed step elsewhere) ends it at once with [`ExecError::Stopped`].
+fn lock_waiting(
+    mut file: fs::File,
+    lock_path: &Path,
+    id: &str,
+) -> Result<Flock<fs::File>, ExecError> {
+    let mut said_so = false;
+    loop {
+        interrupt::check()?;
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => return Ok(lock),
+            Err((returned, nix::errno::Errno::EWOULDBLOCK)) => {
+                if !said_so {
+                    tracing::info!("waiting for cache mount `{id}`, locked by another build");
+                    said_so = true;
+                }
+                file = returned;
+                std::thread::sleep(LOCK_RETRY);
+            }
+            Err((_, errno)) => return Err(ExecError::io(lock_path)(errno.into())),
+        }
+    }
 }
 
 impl PreparedMounts {
@@ -283,27 +315,39 @@ impl PreparedMounts {
                 .open(&lock_path)
                 .map_err(ExecError::io(&lock_path))
         };
+        // One lock per id per RUN: flock locks belong to an open file, so a second lock of the
+        // same file from this process would wait for the first forever.
+        let held = self.locked_caches.contains(&name);
         match sharing {
             "shared" => Ok(directory),
+            "locked" if held => Ok(directory),
             "locked" => {
-                let lock = Flock::lock(lock_file()?, FlockArg::LockExclusive)
-                    .map_err(|(_, errno)| ExecError::io(&lock_path)(errno.into()))?;
+                let lock = lock_waiting(lock_file()?, &lock_path, &id)?;
                 self._locks.push(lock);
+                self.locked_caches.insert(name);
                 Ok(directory)
             }
-            "private" => match Flock::lock(lock_file()?, FlockArg::LockExclusiveNonblock) {
-                Ok(lock) => {
-                    self._locks.push(lock);
-                    Ok(directory)
+            "private" => {
+                let lock = if held {
+                    None
+                } else {
+                    Flock::lock(lock_file()?, FlockArg::LockExclusiveNonblock).ok()
+                };
+                match lock {
+                    Some(lock) => {
+                        self._locks.push(lock);
+                        self.locked_caches.insert(name);
+                        Ok(directory)
+                    }
+                    // Someone else uses it, this RUN's other mount of it too: this mount gets
+                    // a fresh directory of its own, dropped with the run.
+                    None => {
+                        let fresh = self.staging_path(format!("cache-{mount_idx}"));
+                        create(&fresh)?;
+                        Ok(fresh)
+                    }
                 }
-                // Someone else uses it: this run gets a fresh directory of its own, dropped
-                // with the run.
-                Err(_) => {
-                    let fresh = self.staging_path(format!("cache-{mount_idx}"));
-                    create(&fresh)?;
-                    Ok(fresh)
-                }
-            },
+            }
             other => Err(ExecError::BadPlan(format!(
                 "cache mount {}: unknown sharing mode `{other}` (expected shared, private or locked)",
                 mount.target

@@ -157,6 +157,24 @@ impl Fixture {
         Ok(child)
     }
 
+    /// Waits for a spawned mb-exec to end, up to `deadline`; kills it and fails if it does not
+    /// (a build hung on a lock or a child would otherwise hang the test).
+    pub fn wait_within(
+        mut child: std::process::Child,
+        deadline: std::time::Duration,
+    ) -> Result<std::process::Output, Box<dyn std::error::Error>> {
+        let started = std::time::Instant::now();
+        while child.try_wait()?.is_none() {
+            if started.elapsed() > deadline {
+                child.kill()?;
+                let output = child.wait_with_output()?;
+                return Err(format!("mb-exec did not end within {deadline:?}: {output:?}").into());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Ok(child.wait_with_output()?)
+    }
+
     /// Runs mb-exec on `document`.
     pub fn exec(&self, document: &Document) -> assert_cmd::assert::Assert {
         self.exec_with(document, &[])

@@ -1,4 +1,5 @@
-//! RUN --mount: cache directories that persist between builds and stay out of layers, secrets
+//! RUN --mount: cache directories that persist between builds and stay out of layers (a locked
+//! one mounted twice in a RUN, and the wait for one another build holds ended by a stop), secrets
 //! that reach the command and nothing else, tmpfs, and bind mounts of the context and of
 //! another stage.
 
@@ -55,6 +56,81 @@ fn cache_mounts_persist_between_builds_and_stay_out_of_layers() -> TestResult {
             "the cache mount leaked: {layer:?}"
         );
     }
+    Ok(())
+}
+
+/// A `sharing=locked` cache mount of `id` at `target`.
+fn locked_cache(id: &str, target: &str) -> mb_core::graph::RunMount {
+    let mut cache = mount(MountKind::Cache, target);
+    cache.id = Some(id.to_string());
+    cache.sharing = Some("locked".to_string());
+    cache
+}
+
+#[test]
+fn one_locked_cache_mounted_twice_in_a_run_is_one_directory() -> TestResult {
+    if !can_run_containers() {
+        return Ok(());
+    }
+    let fixture = Fixture::new()?;
+    let document = fixture.one_step(
+        "RUN --mount=type=cache,id=shared,sharing=locked,target=/a --mount=...,target=/b",
+        shell_with_mounts(
+            "echo through-a > /a/file && cat /b/file > /seen",
+            vec![locked_cache("shared", "/a"), locked_cache("shared", "/b")],
+        ),
+    );
+    // A build waiting for its own lock never ends on its own.
+    let output = Fixture::wait_within(
+        fixture.spawn_exec(&document)?,
+        std::time::Duration::from_secs(30),
+    )?;
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let result = mb_core::Document::parse(
+        "mb-exec output",
+        &String::from_utf8(output.stdout)?,
+        &[mb_core::Kind::Result],
+    )?
+    .result
+    .ok_or("no result")?;
+    let layer = fixture.layer_entries(&result.steps[0].layer)?;
+    assert_eq!(layer.get("seen").map(String::as_str), Some("through-a\n"));
+    Ok(())
+}
+
+#[test]
+fn a_stop_ends_the_wait_for_a_locked_cache_held_elsewhere() -> TestResult {
+    if !can_run_containers() {
+        return Ok(());
+    }
+    let fixture = Fixture::new()?;
+    // Hold the cache's lock as another build would (its file is named by the id's hash).
+    let caches = fixture.store.root().join("cache-mounts");
+    fs::create_dir_all(&caches)?;
+    let name = &blake3::hash(b"busy").to_hex()[..32];
+    let lock_file = fs::File::create(caches.join(format!("{name}.lock")))?;
+    let _held = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, errno)| errno)?;
+    let document = fixture.one_step(
+        "RUN --mount=type=cache,id=busy,sharing=locked,target=/cache",
+        shell_with_mounts("echo ran > /ran", vec![locked_cache("busy", "/cache")]),
+    );
+    let child = fixture.spawn_exec(&document)?;
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let stopped_at = std::time::Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(child.id())?),
+        nix::sys::signal::Signal::SIGTERM,
+    )?;
+    let output = Fixture::wait_within(child, std::time::Duration::from_secs(10))?;
+    assert!(
+        stopped_at.elapsed() < std::time::Duration::from_secs(10),
+        "took {:?}",
+        stopped_at.elapsed()
+    );
+    assert_eq!(output.status.code(), Some(143), "{output:?}");
+    assert_eq!(fixture.n_results(), 0);
+    assert_eq!(mounts_under(fixture.store.root()), Vec::<String>::new());
     Ok(())
 }
 
