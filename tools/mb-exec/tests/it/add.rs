@@ -194,8 +194,11 @@ fn xz_compressed(tar: Vec<u8>) -> std::io::Result<Vec<u8>> {
     encoder.finish()
 }
 
+/// Makes an archive of one format from a tar.
+type Compress = fn(Vec<u8>) -> std::io::Result<Vec<u8>>;
+
 /// The archive formats besides gzip that ADD unpacks, and how to make each from a tar.
-const OTHER_ARCHIVES: [(&str, fn(Vec<u8>) -> std::io::Result<Vec<u8>>); 3] = [
+const OTHER_ARCHIVES: [(&str, Compress); 3] = [
     ("plain", uncompressed),
     ("bzip2", bzip2_compressed),
     ("xz", xz_compressed),
