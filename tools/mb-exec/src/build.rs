@@ -42,8 +42,8 @@ use crate::selection::selection_digest;
 pub struct Options {
     /// At most this many stages at once.
     pub jobs: usize,
-    /// The OCI runtime, a name on PATH or a path.
-    pub runtime: String,
+    /// The OCI runtime and its global options.
+    pub runtime: crate::container::Runtime,
     /// Whether to show command output and summaries on stderr.
     pub chatty: bool,
     /// How new layers are compressed.
@@ -101,7 +101,7 @@ pub fn execute(
         .ok_or_else(|| ExecError::BadPlan("the document has no plan section".to_string()))?;
     let dependencies = stage_dependencies(plan)?;
     check_steps(plan)?;
-    check_prerequisites(plan, &options.runtime)?;
+    check_prerequisites(plan, &options.runtime.program)?;
     let build = Build {
         store,
         document,

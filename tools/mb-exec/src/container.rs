@@ -116,7 +116,7 @@ pub struct RunRequest<'a> {
 /// Runs `request` on top of `parent_layers` with `runtime` and returns the layer it produced.
 pub fn run(
     store: &Store,
-    runtime: &str,
+    runtime: &Runtime,
     parent_layers: &[LayerRef],
     request: &RunRequest<'_>,
 ) -> Result<LayerRef, ExecError> {
@@ -395,14 +395,19 @@ fn read_only_bind(destination: &Path, source: &Path) -> Result<Mount, oci_spec::
 }
 
 /// Runs the container in the foreground, streaming its merged stdout and stderr.
-fn run_runtime(runtime: &str, bundle: &Path, request: &RunRequest<'_>) -> Result<(), ExecError> {
+fn run_runtime(
+    runtime: &Runtime,
+    bundle: &Path,
+    request: &RunRequest<'_>,
+) -> Result<(), ExecError> {
     // Close-on-exec: a runtime that another stage spawns meanwhile must not inherit the write
     // end, or this read would wait for that container too.
     let (reader, writer) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|errno| ExecError::io("<pipe>")(errno.into()))?;
     let writer_for_stderr = writer.try_clone().map_err(ExecError::io("<pipe>"))?;
     let registered = interrupt::Registered::new(runtime, &request.container_id)?;
-    let spawned = Command::new(runtime)
+    let spawned = runtime
+        .command()
         // Its own process group: a Ctrl-C at the terminal is for mb-exec, which stops the
         // container itself (see `interrupt`).
         .process_group(0)
@@ -417,7 +422,7 @@ fn run_runtime(runtime: &str, bundle: &Path, request: &RunRequest<'_>) -> Result
     // The Command (and with it our copies of the pipe's write end) is gone by now, so reading
     // ends when the container's processes close theirs.
     let mut child = spawned.map_err(|source| ExecError::RuntimeSpawn {
-        runtime: runtime.to_string(),
+        runtime: runtime.program.clone(),
         source,
     })?;
     registered.kill_if_stopping(runtime);
@@ -451,14 +456,15 @@ fn run_runtime(runtime: &str, bundle: &Path, request: &RunRequest<'_>) -> Result
         }
     }
     let status = child.wait().map_err(|source| ExecError::RuntimeSpawn {
-        runtime: runtime.to_string(),
+        runtime: runtime.program.clone(),
         source,
     })?;
     if status.success() {
         return Ok(());
     }
     if let Some(why) = interrupt::requested() {
-        let _ = Command::new(runtime)
+        let _ = runtime
+            .command()
             .args(["delete", "-f", &request.container_id])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -467,7 +473,8 @@ fn run_runtime(runtime: &str, bundle: &Path, request: &RunRequest<'_>) -> Result
         return Err(ExecError::Stopped(why));
     }
     // `run` removes the container when it exits, but not when the runtime itself failed.
-    let _ = Command::new(runtime)
+    let _ = runtime
+        .command()
         .args(["delete", "-f", &request.container_id])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -504,6 +511,40 @@ fn exit_description(status: &std::process::ExitStatus) -> String {
 /// The argument vector as JSON, which shows spaces and quotes unambiguously.
 fn quote_argv(argv: &[String]) -> String {
     serde_json::to_string(argv).unwrap_or_else(|_| argv.join(" "))
+}
+
+/// The OCI runtime (`runc`, `crun`, ...) and the global options it is always called with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Runtime {
+    /// A name on PATH or a path.
+    pub program: String,
+    /// Global options, each given before the subcommand (`--cgroup-manager=disabled`).
+    pub flags: Vec<String>,
+}
+
+impl Runtime {
+    /// The runtime with `flags` written as buildah's `--runtime-flag` takes them: without their
+    /// leading dashes (`cgroup-manager=disabled`), though dashes given are kept.
+    pub fn new(program: String, flags: &[String]) -> Runtime {
+        let flags = flags
+            .iter()
+            .map(|flag| {
+                if flag.starts_with('-') {
+                    flag.clone()
+                } else {
+                    format!("--{flag}")
+                }
+            })
+            .collect();
+        Runtime { program, flags }
+    }
+
+    /// A command running the runtime with its global options, ready for a subcommand.
+    pub fn command(&self) -> Command {
+        let mut command = Command::new(&self.program);
+        command.args(&self.flags);
+        command
+    }
 }
 
 /// Finds `runtime` as a path or on `$PATH`.
@@ -655,6 +696,15 @@ mod tests {
             );
         }
         Ok(())
+    }
+
+    #[test]
+    fn runtime_flags_get_their_dashes_once() {
+        let runtime = Runtime::new("runc".into(), &["root=/run/x".into(), "--debug".into()]);
+        assert_eq!(runtime.flags, ["--root=/run/x", "--debug"]);
+        let command = runtime.command();
+        let args: Vec<_> = command.get_args().collect();
+        assert_eq!(args, ["--root=/run/x", "--debug"]);
     }
 
     #[test]

@@ -13,11 +13,12 @@
 //! mb-exec, which then stops them in order rather than leaving half-deleted containers.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
+use crate::container::Runtime;
 use crate::error::ExecError;
 
 /// No stop requested.
@@ -29,7 +30,7 @@ const STEP_FAILED: i32 = -1;
 static STOP: AtomicI32 = AtomicI32::new(RUNNING);
 
 /// Running containers: id → runtime.
-static CONTAINERS: Mutex<BTreeMap<String, String>> = Mutex::new(BTreeMap::new());
+static CONTAINERS: Mutex<BTreeMap<String, Runtime>> = Mutex::new(BTreeMap::new());
 
 /// Why the build is stopping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,7 +117,7 @@ pub fn stop(why: Stop) {
 const KILL_RETRY: Duration = Duration::from_millis(100);
 
 /// Running containers: (id, runtime).
-fn registered() -> Vec<(String, String)> {
+fn registered() -> Vec<(String, Runtime)> {
     CONTAINERS
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
@@ -137,8 +138,9 @@ fn kill_registered(killed: &BTreeSet<String>) -> BTreeSet<String> {
 }
 
 /// Whether the runtime killed container `id` (it fails for a container it has not created).
-fn kill(runtime: &str, id: &str) -> bool {
-    let killed = Command::new(runtime)
+fn kill(runtime: &Runtime, id: &str) -> bool {
+    let killed = runtime
+        .command()
         .args(["kill", id, "KILL"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -160,11 +162,11 @@ pub struct Registered {
 
 impl Registered {
     /// Registers container `id` of `runtime`; fails if the build is already stopping.
-    pub fn new(runtime: &str, id: &str) -> Result<Registered, ExecError> {
+    pub fn new(runtime: &Runtime, id: &str) -> Result<Registered, ExecError> {
         CONTAINERS
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(id.to_string(), runtime.to_string());
+            .insert(id.to_string(), runtime.clone());
         let registered = Registered { id: id.to_string() };
         check()?;
         Ok(registered)
@@ -172,7 +174,7 @@ impl Registered {
 
     /// Kills the container at once if a stop came while it was being created (the kills of
     /// [`stop`] may have come before the runtime knew it; its thread goes on trying).
-    pub fn kill_if_stopping(&self, runtime: &str) {
+    pub fn kill_if_stopping(&self, runtime: &Runtime) {
         if requested().is_some() {
             let _ = kill(runtime, &self.id);
         }

@@ -36,6 +36,11 @@ pub struct Cli {
     /// The OCI runtime to run RUN steps with: a name on PATH or a path.
     #[arg(long, value_name = "PATH_OR_NAME", default_value = "runc")]
     pub runtime: String,
+    /// A global option for the runtime, without its leading dashes, as buildah takes it
+    /// (repeatable): `--runtime-flag root=/run/my-runc` runs (and kills) every container with
+    /// `runc --root=/run/my-runc`.
+    #[arg(long, value_name = "FLAG")]
+    pub runtime_flag: Vec<String>,
     /// A secret for `RUN --mount=type=secret`, as docker build takes it: `id=NAME,src=FILE` or
     /// `id=NAME,env=VARIABLE` (repeatable). Its value is never written to a layer, the store,
     /// a key or a log line.
@@ -75,7 +80,7 @@ fn build_from_stdin(cli: Cli) -> Result<(), ExecError> {
     );
     let options = build::Options {
         jobs,
-        runtime: cli.runtime,
+        runtime: container::Runtime::new(cli.runtime, &cli.runtime_flag),
         chatty: cli.common.chatty(),
         compression: cli.compression,
         secrets: mounts::Secrets::new(cli.secret),

@@ -161,3 +161,31 @@ fn second_run_of_the_same_plan_is_all_cached_and_gives_the_same_image() -> TestR
     assert_eq!(first.image.manifest, second.image.manifest);
     Ok(())
 }
+
+#[test]
+fn runtime_flags_reach_the_runtime_and_an_unknown_runtime_is_named() -> TestResult {
+    if !can_run_containers() {
+        return Ok(());
+    }
+    let fixture = Fixture::new()?;
+    let document = fixture.one_step("RUN echo ran > /ran", shell("echo ran > /ran"));
+    fixture
+        .exec_with(&document, &["--runtime", "no-such-runtime"])
+        .code(1)
+        .stderr(contains("container runtime `no-such-runtime` not found"));
+    assert_eq!(fixture.n_results(), 0);
+    // runc keeps its state under --root: the directory appears only if the flag reached it.
+    let state = fixture.dir.path().join("runc-state");
+    let root_flag = format!("root={}", state.display());
+    let assert = fixture
+        .exec_with(
+            &document,
+            &["--runtime", "runc", "--runtime-flag", &root_flag],
+        )
+        .success();
+    assert!(state.is_dir(), "runc was not given --root");
+    let result = result_of(&assert)?.result.ok_or("no result section")?;
+    let layer = fixture.layer_entries(&result.steps[0].layer)?;
+    assert_eq!(layer.get("ran").map(String::as_str), Some("ran\n"));
+    Ok(())
+}
