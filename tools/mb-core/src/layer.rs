@@ -842,8 +842,14 @@ fn write_dir_entries(
 /// Unpacks a layer blob into `dest` (which must not exist yet) in overlayfs form: OCI whiteouts
 /// become 0/0 character devices and opaque markers become the opaque xattr, so `dest` can be
 /// used as an overlay lower directory directly. Entries that would escape `dest` are refused.
-pub fn unpack(store: &Store, layer: &LayerRef, dest: &Path) -> Result<(), CoreError> {
-    unpack_tar(open_tar(store, layer)?, dest).map_err(|error| match error {
+/// `stopping` is asked before every read, as [`TreeOptions::stopping`] is.
+pub fn unpack(
+    store: &Store,
+    layer: &LayerRef,
+    dest: &Path,
+    stopping: Option<fn() -> bool>,
+) -> Result<(), CoreError> {
+    unpack_tar(open_tar(store, layer)?, dest, stopping).map_err(|error| match error {
         CoreError::Io { source, .. } if source.kind() == io::ErrorKind::InvalidData => {
             CoreError::Store {
                 path: store.blob_path(&layer.digest),
@@ -854,10 +860,18 @@ pub fn unpack(store: &Store, layer: &LayerRef, dest: &Path) -> Result<(), CoreEr
     })
 }
 
-/// Unpacks an uncompressed layer tar stream into `dest`, in overlayfs form.
-pub fn unpack_tar(reader: impl Read, dest: &Path) -> Result<(), CoreError> {
+/// Unpacks an uncompressed layer tar stream into `dest`, in overlayfs form, ending with an
+/// error at the next read once `stopping` says the build is stopping.
+pub fn unpack_tar(
+    reader: impl Read,
+    dest: &Path,
+    stopping: Option<fn() -> bool>,
+) -> Result<(), CoreError> {
     fs::create_dir_all(dest).map_err(CoreError::io(dest))?;
-    let mut archive = tar::Archive::new(reader);
+    let mut archive = tar::Archive::new(StoppableRead {
+        inner: reader,
+        stopping,
+    });
     archive.set_preserve_permissions(true);
     archive.set_preserve_ownerships(true);
     archive.set_unpack_xattrs(true);
@@ -959,7 +973,7 @@ mod tests {
         let (first, second) = (write()?, write()?);
         assert_eq!(first, second);
         let unpacked = dir.path().join("unpacked");
-        unpack(&store, &first, &unpacked)?;
+        unpack(&store, &first, &unpacked, None)?;
         assert_eq!(
             fs::read(unpacked.join("etc/hostname")).map_err(CoreError::io("x"))?,
             b"box\n"
@@ -993,7 +1007,7 @@ mod tests {
                 compression == Compression::Gzip
             );
             let unpacked = dir.path().join(format!("unpacked-{compression:?}"));
-            unpack(&store, &other, &unpacked)?;
+            unpack(&store, &other, &unpacked, None)?;
             let text = fs::read(unpacked.join("greeting")).map_err(CoreError::io("x"))?;
             assert_eq!(text, b"hello\n");
         }
@@ -1017,7 +1031,7 @@ mod tests {
         writer.opaque("var")?;
         let layer = writer.finish()?;
         let unpacked = dir.path().join("unpacked");
-        unpack(&store, &layer, &unpacked)?;
+        unpack(&store, &layer, &unpacked, None)?;
         let motd = fs::symlink_metadata(unpacked.join("etc/motd")).map_err(CoreError::io("x"))?;
         assert!(motd.file_type().is_char_device() && motd.rdev() == 0);
         assert!(is_overlay_opaque(&unpacked.join("var")));
@@ -1067,6 +1081,48 @@ mod tests {
     }
 
     #[test]
+    fn unpacking_ends_at_the_next_read_when_asked_to_stop() -> Result<(), CoreError> {
+        static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        fn stop_once_told() -> bool {
+            STOP.load(std::sync::atomic::Ordering::SeqCst)
+        }
+        let dir = tempdir()?;
+        let mut tar_bytes = Vec::new();
+        {
+            let mut builder = tar::Builder::new(&mut tar_bytes);
+            let mut header = tar::Header::new_gnu();
+            header.set_size(3);
+            header.set_mode(0o644);
+            header.set_uid(0);
+            header.set_gid(0);
+            header.set_mtime(0);
+            header.set_cksum();
+            builder
+                .append_data(&mut header, "file", &b"abc"[..])
+                .map_err(CoreError::io("tar"))?;
+            builder.finish().map_err(CoreError::io("tar"))?;
+        }
+        unpack_tar(
+            tar_bytes.as_slice(),
+            &dir.path().join("whole"),
+            Some(stop_once_told),
+        )?;
+        assert!(dir.path().join("whole/file").is_file());
+        STOP.store(true, std::sync::atomic::Ordering::SeqCst);
+        let stopped = unpack_tar(
+            tar_bytes.as_slice(),
+            &dir.path().join("cut"),
+            Some(stop_once_told),
+        );
+        let Err(error) = stopped else {
+            panic!("the archive was unpacked although the build was stopping");
+        };
+        assert!(error.to_string().contains(STOPPING), "{error}");
+        assert!(!dir.path().join("cut/file").exists());
+        Ok(())
+    }
+
+    #[test]
     fn pax_records_count_their_own_length() {
         assert_eq!(pax_record("a", b"b"), b"6 a=b\n");
         let long = pax_record("k", &[b'v'; 5]);
@@ -1087,7 +1143,7 @@ mod tests {
         let layer = writer.finish()?;
         assert_eq!(layer.media_type, LAYER_ZSTD);
         let unpacked = dir.path().join("unpacked");
-        unpack(&store, &layer, &unpacked)?;
+        unpack(&store, &layer, &unpacked, None)?;
         let (a, b) = (
             fs::metadata(unpacked.join("a")).map_err(CoreError::io("a"))?,
             fs::metadata(unpacked.join("b")).map_err(CoreError::io("b"))?,
@@ -1198,7 +1254,7 @@ mod tests {
             assert_eq!(layer, first, "{n_workers} workers");
         }
         let unpacked = dir.path().join("unpacked");
-        unpack(&store, first, &unpacked)?;
+        unpack(&store, first, &unpacked, None)?;
         assert!(fs::read(unpacked.join("big")).map_err(CoreError::io("big"))? == content);
         Ok(())
     }

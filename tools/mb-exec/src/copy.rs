@@ -514,7 +514,13 @@ impl Archives<'_> {
             }
         };
         let scratch = store.temp_dir("archive-")?;
-        mb_core::layer::unpack_tar(reader, scratch.path()).map_err(|error| ExecError::Archive {
+        let unpacked = mb_core::layer::unpack_tar(
+            reader,
+            scratch.path(),
+            Some(|| crate::interrupt::requested().is_some()),
+        );
+        crate::interrupt::check()?;
+        unpacked.map_err(|error| ExecError::Archive {
             path: source.to_path_buf(),
             reason: error.to_string(),
         })?;

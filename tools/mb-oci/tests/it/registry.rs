@@ -54,6 +54,16 @@ fn export(
     Ok(serde_json::from_slice(&output)?)
 }
 
+/// Asserts that the registry has no image `reference`: a failed push left nothing behind.
+fn assert_not_in_registry(sandbox: &Sandbox, reference: &str) {
+    sandbox
+        .mb_oci_with_store("other-store")
+        .args(["pull", reference])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("not found"));
+}
+
 /// Asserts that another store pulls `reference` back as the image `imported` describes.
 fn pulls_back_the_same_manifest(
     sandbox: &Sandbox,
@@ -219,12 +229,7 @@ fn a_corrupt_layer_in_the_store_is_never_pushed() -> TestResult {
         .stderr(predicate::str::contains(format!(
             "blob {layer_digest} in the store is missing or corrupt"
         )));
-    sandbox
-        .mb_oci_with_store("other-store")
-        .args(["pull", &format!("{}/app:v1", registry.address)])
-        .assert()
-        .code(1)
-        .stderr(predicate::str::contains("not found"));
+    assert_not_in_registry(&sandbox, &format!("{}/app:v1", registry.address));
     Ok(())
 }
 
@@ -252,12 +257,7 @@ fn a_registry_that_dies_mid_push_is_a_clear_error_and_no_image_is_tagged() -> Te
             "registry {}",
             proxy.address
         )));
-    sandbox
-        .mb_oci_with_store("other-store")
-        .args(["pull", &format!("{}/app:v1", registry.address)])
-        .assert()
-        .code(1)
-        .stderr(predicate::str::contains("not found"));
+    assert_not_in_registry(&sandbox, &format!("{}/app:v1", registry.address));
     Ok(())
 }
 
