@@ -66,6 +66,9 @@ pub struct Lexed<'a> {
     /// What was wrong but let lexing go on (a bad directive, an overlong line, an unterminated
     /// heredoc, which ends the file), in line order, so that `--check` lists what follows too.
     pub problems: Vec<Problem>,
+    /// Lines (from 1) that were empty inside a continuation: skipped, as BuildKit skips them,
+    /// and worth a warning, as BuildKit gives one.
+    pub empty_continuation_lines: Vec<u32>,
 }
 
 /// Splits `text` into instructions, or returns the first problem.
@@ -102,6 +105,7 @@ pub fn lex_recovering(text: &str) -> Lexed<'_> {
     let directives = read_directives(&lines, &mut problems);
     let escape = directives.escape;
     let mut instructions = Vec::new();
+    let mut empty_continuation_lines = Vec::new();
     let mut index = 0;
     while index < lines.len() {
         let line = lines[index];
@@ -117,7 +121,11 @@ pub fn lex_recovering(text: &str) -> Lexed<'_> {
         while continues && index < lines.len() {
             let next = lines[index];
             index += 1;
-            if is_comment(next) || is_blank(next) {
+            if is_blank(next) {
+                empty_continuation_lines.push(line_number(index - 1));
+                continue;
+            }
+            if is_comment(next) {
                 continue;
             }
             let (piece, more) = strip_continuation(next, escape);
@@ -154,6 +162,7 @@ pub fn lex_recovering(text: &str) -> Lexed<'_> {
         instructions,
         lines,
         problems,
+        empty_continuation_lines,
     }
 }
 
@@ -399,6 +408,19 @@ mod tests {
                 row(9, 9, "CMD", "x # not a comment"),
             ]
         );
+    }
+
+    #[test]
+    fn empty_continuation_lines_are_skipped_and_noted() -> Result<(), String> {
+        let lexed = lex("FROM a\nRUN one \\\n\n  # note\n  two \\\n   \nthree\n")
+            .map_err(|problem| problem.message)?;
+        assert_eq!(lexed.instructions[1].rest, "one   two three");
+        assert_eq!(lexed.empty_continuation_lines, [3, 6]);
+        assert!(lex("FROM a\n\nRUN b\n")
+            .map_err(|problem| problem.message)?
+            .empty_continuation_lines
+            .is_empty());
+        Ok(())
     }
 
     #[test]

@@ -81,6 +81,12 @@ pub fn build_graph(
     images: &mut dyn BaseImages,
 ) -> Result<Graph, Vec<Problem>> {
     let lexed = lexer::lex_recovering(text);
+    for line in &lexed.empty_continuation_lines {
+        tracing::warn!(
+            "{}:{line}: empty continuation line (skipped, as BuildKit does; it warns too)",
+            options.file
+        );
+    }
     let lines = lexed.lines;
     let mut problems = lexed.problems;
     // What the lexer could not read is reported with whatever else is wrong, so that `--check`

@@ -128,6 +128,20 @@ fn stdin_is_named_dash() {
 }
 
 #[test]
+fn an_empty_continuation_line_is_skipped_with_a_warning_naming_it() {
+    let store = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    mb_parse("go-multistage", store.path())
+        .args(["-f", "-"])
+        .write_stdin("FROM scratch\nWORKDIR /a \\\n\n  b\n")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(r#""path": "/a   b""#))
+        .stderr(predicate::str::contains(
+            "-:3: empty continuation line (skipped, as BuildKit does; it warns too)",
+        ));
+}
+
+#[test]
 fn missing_dockerfile_and_bad_platform_exit_2() {
     let store = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     mb_parse("go-multistage", store.path())
