@@ -222,7 +222,9 @@ impl Workload {
         if builder == "buildah" {
             // The tag first: while it stands, `--prune` keeps the layers it was built from, and
             // the next "cold" build would hit them.
-            let _ = Command::new("buildah").args(["rmi", "-f", "bench"]).output();
+            let _ = Command::new("buildah")
+                .args(["rmi", "-f", "bench"])
+                .output();
             let _ = Command::new("buildah").args(["rmi", "--prune"]).output();
             return Ok(());
         }
