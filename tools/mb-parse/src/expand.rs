@@ -35,17 +35,17 @@ pub fn expand_word<'w, V: Variables + ?Sized>(
         .map(Cow::Owned)
 }
 
-/// Expands a heredoc body: only `$` is special; quotes and escaped characters stay as written.
+/// Expands the body of a COPY or ADD heredoc whose delimiter is not quoted, as BuildKit's raw
+/// expansion does (moby/buildkit#2442): quotes are ordinary characters, `$` expands, and `\`
+/// escapes the next character (`\$HOME` is `$HOME`, `\\` is `\`) whatever `# escape=` says.
 pub fn expand_heredoc<'b, V: Variables + ?Sized>(
     body: &'b str,
-    escape: char,
     variables: &V,
 ) -> Result<Cow<'b, str>, String> {
-    // Without a `$` the body comes out as it went in: escapes and quotes are kept.
-    if !body.contains('$') {
+    if !body.contains(['$', '\\']) {
         return Ok(Cow::Borrowed(body));
     }
-    WordLexer::new(body, escape, variables, true)
+    WordLexer::new(body, '\\', variables, true)
         .whole()
         .map(Cow::Owned)
 }
@@ -57,7 +57,7 @@ struct WordLexer<'a, V: ?Sized> {
     position: usize,
     escape: char,
     variables: &'a V,
-    /// Heredoc mode: quotes are ordinary characters and escapes are kept.
+    /// Heredoc mode: quotes are ordinary characters.
     raw: bool,
 }
 
@@ -105,9 +105,6 @@ impl<'a, V: Variables + ?Sized> WordLexer<'a, V> {
                 _ => {
                     self.position += ch.len_utf8();
                     if ch == self.escape {
-                        if self.raw {
-                            out.push(ch);
-                        }
                         match self.next() {
                             Some(escaped) => out.push(escaped),
                             None => break,
@@ -533,12 +530,19 @@ mod tests {
     }
 
     #[test]
-    fn heredoc_mode_keeps_quotes_and_escapes() {
+    fn heredoc_mode_keeps_quotes_and_processes_escapes_as_buildkit_does() {
         let vars = variables();
-        assert_eq!(
-            expand_heredoc("echo \"$A\" '$A' \\$A\n", '\\', &vars).as_deref(),
-            Ok("echo \"alpha\" 'alpha' \\$A\n")
-        );
+        for (body, expanded) in [
+            ("echo \"$A\" '$A' \\$A\n", "echo \"alpha\" 'alpha' $A\n"),
+            ("a\\nb \\\\ c\n", "anb \\ c\n"),
+            ("no specials `here`\n", "no specials `here`\n"),
+        ] {
+            assert_eq!(
+                expand_heredoc(body, &vars).as_deref(),
+                Ok(expanded),
+                "{body}"
+            );
+        }
     }
 
     #[test]

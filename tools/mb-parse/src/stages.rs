@@ -900,7 +900,7 @@ impl Builder<'_> {
                 };
                 for heredoc in heredocs.iter_mut().filter(|heredoc| heredoc.expand) {
                     // mb-exec writes COPY heredocs as they are: it cannot know the ARGs in scope.
-                    if let Cow::Owned(body) = expand_heredoc(&heredoc.body, self.escape, &*scope)? {
+                    if let Cow::Owned(body) = expand_heredoc(&heredoc.body, &*scope)? {
                         heredoc.body = body;
                     }
                     heredoc.expand = false;
