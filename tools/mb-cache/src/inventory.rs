@@ -76,13 +76,22 @@ fn locations_by_key(store: &Store) -> Result<std::collections::HashMap<String, S
 }
 
 pub(crate) fn read_results(store: &Store) -> Result<Vec<(String, StepOutput)>, CoreError> {
-    Ok(scan_results(store)?.0)
+    Ok(scan_results(store)?.readable)
 }
 
-/// Every result file under `results/`: those that parse, and the keys of those that do not.
-fn scan_results(store: &Store) -> Result<(Vec<(String, StepOutput)>, Vec<String>), CoreError> {
+/// The result files under `results/`.
+#[derive(Default)]
+struct ScannedResults {
+    /// Those that parse, by key.
+    readable: Vec<(String, StepOutput)>,
+    /// The keys of those that do not.
+    unreadable: Vec<String>,
+}
+
+/// Every result file under `results/`, readable or not.
+fn scan_results(store: &Store) -> Result<ScannedResults, CoreError> {
     let dir = store.root().join("results");
-    let (mut results, mut unreadable) = (Vec::new(), Vec::new());
+    let mut scanned = ScannedResults::default();
     for entry in fs::read_dir(&dir).map_err(CoreError::io(&dir))? {
         let path = entry.map_err(CoreError::io(&dir))?.path();
         let Some(key) = path
@@ -94,14 +103,14 @@ fn scan_results(store: &Store) -> Result<(Vec<(String, StepOutput)>, Vec<String>
         };
         let bytes = fs::read(&path).map_err(CoreError::io(&path))?;
         match serde_json::from_slice::<StepOutput>(&bytes) {
-            Ok(output) => results.push((key.to_string(), output)),
+            Ok(output) => scanned.readable.push((key.to_string(), output)),
             Err(error) => {
                 tracing::warn!("unreadable result {}: {error}", path.display());
-                unreadable.push(key.to_string());
+                scanned.unreadable.push(key.to_string());
             }
         }
     }
-    Ok((results, unreadable))
+    Ok(scanned)
 }
 
 /// Space used by each part of the store, in bytes.
@@ -201,8 +210,11 @@ pub fn verify(store: &Store, repair: bool) -> Result<VerifyReport, CoreError> {
     let usable = |digest: &Digest| {
         store.has_blob(digest) && !report.corrupt_blobs.iter().any(|hex| hex == digest.hex())
     };
-    let (results, unreadable) = scan_results(store)?;
-    let mut dangling: Vec<String> = results
+    let ScannedResults {
+        readable,
+        unreadable,
+    } = scan_results(store)?;
+    let mut dangling: Vec<String> = readable
         .iter()
         .filter(|(_, output)| !usable(&output.layer.digest))
         .map(|(key, _)| key.clone())
