@@ -30,8 +30,10 @@ fn failing_run_exits_1_shows_its_output_and_leaves_the_store_usable() {
         String::from_utf8_lossy(&verify.stderr)
     );
     let results = sandbox.stage("mb-cache", &["ls"], "");
+    assert_eq!(results["kind"], "results");
+    assert_eq!(results["schema_version"], 1);
     assert_eq!(
-        results.as_array().map(Vec::len),
+        results["results"].as_array().map(Vec::len),
         Some(1),
         "only the step that succeeded is stored: {results}"
     );

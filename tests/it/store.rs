@@ -93,8 +93,7 @@ fn a_build_killed_mid_step_leaves_a_store_that_verifies_and_builds() {
     }
     // Wait until the second RUN is under way, then kill mb-exec without warning.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while sandbox
-        .stage("mb-cache", &["ls"], "")
+    while sandbox.stage("mb-cache", &["ls"], "")["results"]
         .as_array()
         .map_or(0, Vec::len)
         < 1

@@ -14,6 +14,7 @@ pub mod server;
 
 use std::time::Duration;
 
+use mb_core::document::write_command_document;
 use mb_core::{CoreError, Document, ExitStatus, Failure, Kind};
 
 pub use collect::{collect, parse_bytes, parse_duration, Collected, Policy};
@@ -222,8 +223,11 @@ pub fn run(cli: Cli) -> Result<(), Error> {
                 return Err(Error::Refused(error));
             }
         }
-        Command::Ls => mb_core::document::write_json_stdout(&list_results(&store)?)?,
-        Command::Du => mb_core::document::write_json_stdout(&disk_usage(&store)?)?,
+        Command::Ls => write_command_document(
+            "results",
+            &serde_json::json!({ "results": list_results(&store)? }),
+        )?,
+        Command::Du => write_command_document("disk-usage", &disk_usage(&store)?)?,
         Command::Gc {
             keep_bytes,
             keep_duration,
@@ -235,7 +239,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
                 keep_bytes,
                 keep_seconds: keep_duration,
             };
-            mb_core::document::write_json_stdout(&collect(&store, policy, now)?)?;
+            write_command_document("gc", &collect(&store, policy, now)?)?;
         }
         Command::Rm { keys, all } => {
             let keys = if all {
@@ -251,11 +255,11 @@ pub fn run(cli: Cli) -> Result<(), Error> {
                     return Err(Error::UnknownKey(key.clone()));
                 }
             }
-            mb_core::document::write_json_stdout(&serde_json::json!({ "removed": keys }))?;
+            write_command_document("removed", &serde_json::json!({ "removed": keys }))?;
         }
         Command::Verify { repair } => {
             let report = verify(&store, repair)?;
-            mb_core::document::write_json_stdout(&report)?;
+            write_command_document("verify", &report)?;
             let n_broken = report.corrupt_blobs.len() + report.dangling_results.len();
             if n_broken > 0 && !repair {
                 return Err(Error::Corrupt(n_broken));

@@ -145,6 +145,28 @@ impl Document {
     }
 }
 
+/// The schema version of the documents single commands print (see [`write_command_document`]).
+pub const COMMAND_SCHEMA_VERSION: u32 = 1;
+
+/// A single command's document: its kind and schema version, then the fields of `body`.
+#[derive(Serialize)]
+struct CommandDocument<'a, T> {
+    kind: &'a str,
+    schema_version: u32,
+    #[serde(flatten)]
+    body: &'a T,
+}
+
+/// Writes a single command's output (`mb-cache ls`, ...) as a document of `kind`: `body`'s
+/// fields beside `kind` and `schema_version`, so that every document says what it is.
+pub fn write_command_document<T: Serialize>(kind: &str, body: &T) -> Result<(), CoreError> {
+    write_json_stdout(&CommandDocument {
+        kind,
+        schema_version: COMMAND_SCHEMA_VERSION,
+        body,
+    })
+}
+
 /// Writes any serializable value to standard output as pretty JSON, tolerating a closed pipe.
 pub fn write_json_stdout<T: Serialize>(value: &T) -> Result<(), CoreError> {
     let mut text = serde_json::to_string_pretty(value).map_err(CoreError::BadDocument)?;
