@@ -67,6 +67,15 @@ fn changing_one_file_reruns_only_the_steps_that_depend_on_it() {
         second.outcomes(),
         ["cached", "cached", "cached", "ran", "ran"]
     );
+    // Every step that ran says why: the plan's reason, or for the step it left pending, what
+    // mb-exec found changed once its key was known.
+    let steps = &second.result["result"]["steps"];
+    assert_eq!(steps[3]["reason"], reason);
+    assert_eq!(
+        steps[4]["reason"],
+        "the filesystem below it changed since the last build"
+    );
+    assert!(steps[0].get("reason").is_none(), "{steps}");
     assert_ne!(first.manifest(), second.manifest());
 }
 
@@ -462,7 +471,7 @@ fn explain_names_the_changed_build_arg_and_dry_runs_do_not_change_it() {
         return;
     }
     let sandbox = Sandbox::on_busybox(
-        "FROM busybox\nARG FLAVOUR=plain\nRUN echo $FLAVOUR > /flavour\nRUN cat /flavour\n",
+        "FROM busybox\nARG FLAVOUR=plain\nRUN echo $FLAVOUR > /flavour\nRUN wc -c /flavour\n",
     );
     sandbox.build(&[]);
     let graph = sandbox.stage(
@@ -480,11 +489,23 @@ fn explain_names_the_changed_build_arg_and_dry_runs_do_not_change_it() {
             "{explained}"
         );
         assert!(
-            explained.contains("pending Dockerfile:4 RUN cat /flavour"),
+            explained.contains("pending Dockerfile:4 RUN wc -c /flavour"),
             "{explained}"
         );
         assert!(!explained.contains("secret-spicy"), "{explained}");
     }
+    // The build says the same as it runs each step, the pending one included.
+    let plan = sandbox.stage("mb-plan", &[], &context.to_string());
+    let built = sandbox.run("mb-exec", &[], &plan.to_string());
+    assert!(built.status.success());
+    let progress = String::from_utf8_lossy(&built.stderr);
+    for line_end in [
+        ", because environment changed: FLAVOUR since the last build",
+        ", because the filesystem below it changed; environment changed: FLAVOUR since the last build",
+    ] {
+        assert!(progress.contains(line_end), "{progress}");
+    }
+    assert!(!progress.contains("secret-spicy"), "{progress}");
 }
 
 #[test]

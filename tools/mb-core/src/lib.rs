@@ -10,6 +10,7 @@ pub mod context;
 pub mod digest;
 pub mod document;
 pub mod error;
+pub mod explain;
 pub mod graph;
 pub mod image;
 pub mod key;

@@ -45,6 +45,10 @@ pub struct StepResult {
     pub layer: LayerRef,
     /// How long it took to execute (0 when cached).
     pub duration_ms: u64,
+    /// Why a step that ran missed the store: the plan's reason, or for a step the plan left
+    /// pending, what changed since its last build (as `mb-plan --explain` words it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// An image assembled in the store.

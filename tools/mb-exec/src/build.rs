@@ -59,6 +59,19 @@ struct StageOutput {
     history: Vec<HistoryEntry>,
 }
 
+/// How a step's output was obtained, with what only a run has.
+enum How {
+    /// The plan found it.
+    Cached,
+    /// Found in the store once its key (or content key) was known.
+    CutOff,
+    /// Executed, taking `duration`, because of `reason`.
+    Ran {
+        duration: Duration,
+        reason: Option<String>,
+    },
+}
+
 /// What the store holds for a step about to run.
 enum Stored {
     /// A result to cut the step off to.
@@ -371,14 +384,7 @@ impl Build<'_> {
             // a hit without its result, and then the step simply runs.
             if let Some(output) = self.intact_result(&key)? {
                 self.note_output_time(output.created);
-                return Ok(self.finished(
-                    step,
-                    key,
-                    output.layer,
-                    StepOutcome::Cached,
-                    Duration::ZERO,
-                    prefix,
-                ));
+                return Ok(self.finished(step, key, output.layer, How::Cached, prefix));
             }
             tracing::warn!(
                 "{}: the result the plan found for {} is no longer in the store; running the step",
@@ -394,22 +400,16 @@ impl Build<'_> {
             } => Some(download_all(self.store, sources, checksum.as_deref())?),
             _ => None,
         };
-        let key = match &step.key {
-            Some(key) => key.clone(),
+        // Why it missed, should it run: the plan knows for the steps it keyed.
+        let (key, reason) = match &step.key {
+            Some(key) => (key.clone(), step.reason.clone()),
             None => self.key_for(step, layers, downloads.as_ref())?,
         };
         let content_key = match self.stored_result(step, layers, &key, downloads.as_ref())? {
             Stored::Missing { content_key } => content_key,
             Stored::Found(output) => {
                 self.note_output_time(output.created);
-                return Ok(self.finished(
-                    step,
-                    key,
-                    output.layer,
-                    StepOutcome::CutOff,
-                    Duration::ZERO,
-                    prefix,
-                ));
+                return Ok(self.finished(step, key, output.layer, How::CutOff, prefix));
             }
         };
         let started = Instant::now();
@@ -438,7 +438,7 @@ impl Build<'_> {
         for stored_under in std::iter::once(&key).chain(&content_key) {
             self.store.put_result(stored_under, &output)?;
         }
-        Ok(self.finished(step, key, layer, StepOutcome::Ran, duration, prefix))
+        Ok(self.finished(step, key, layer, How::Ran { duration, reason }, prefix))
     }
 
     fn note_output_time(&self, created: i64) {
@@ -548,13 +548,14 @@ impl Build<'_> {
         }))
     }
 
-    /// The key mb-plan would have computed had it known the step's inputs.
+    /// The key mb-plan would have computed had it known the step's inputs, and what changed
+    /// since the step's last build at its location, in case the key misses.
     fn key_for(
         &self,
         step: &PlanStep,
         layers: &[LayerRef],
         downloads: Option<&Downloads>,
-    ) -> Result<String, ExecError> {
+    ) -> Result<(String, Option<String>), ExecError> {
         let parent = chain_id(layers.iter().map(|layer| &layer.diff_id));
         let lookup = ExecLookup {
             build: self,
@@ -575,24 +576,25 @@ impl Build<'_> {
             inputs: &inputs,
             action: &step.action,
         };
-        self.record_location(step, &material)?;
-        Ok(material.key())
+        let reason = self.record_location(step, &material)?;
+        Ok((material.key(), reason))
     }
 
     /// Records what a pending step was keyed with at its location, so the next plan can say
-    /// what changed if it misses (mb-plan records the steps it keys itself).
+    /// what changed if it misses (mb-plan records the steps it keys itself), and says what
+    /// changed since the last build there.
     fn record_location(
         &self,
         step: &PlanStep,
         material: &KeyMaterial<'_>,
-    ) -> Result<(), ExecError> {
+    ) -> Result<Option<String>, ExecError> {
         let Some(stage) = self
             .plan
             .stages
             .iter()
             .find(|stage| stage.index == step.stage)
         else {
-            return Ok(());
+            return Ok(None);
         };
         let ordinal = stage
             .steps
@@ -607,8 +609,15 @@ impl Build<'_> {
             material,
             self.document.context.as_ref(),
         );
+        let previous = mb_core::record::LocationRecord::last_built(self.store, &id)?;
+        let reason = mb_core::explain::why_missed(
+            previous
+                .as_ref()
+                .map(|(previous, was_built)| (previous, *was_built)),
+            &record,
+        );
         record.save(self.store, &id)?;
-        Ok(())
+        Ok(Some(reason))
     }
 
     fn execute_step(
@@ -781,18 +790,28 @@ impl Build<'_> {
         step: &PlanStep,
         key: String,
         layer: LayerRef,
-        outcome: StepOutcome,
-        duration: Duration,
+        how: How,
         prefix: &str,
     ) -> StepResult {
+        let (outcome, duration, reason) = match how {
+            How::Cached => (StepOutcome::Cached, Duration::ZERO, None),
+            How::CutOff => (StepOutcome::CutOff, Duration::ZERO, None),
+            How::Ran { duration, reason } => (StepOutcome::Ran, duration, reason),
+        };
         if self.options.chatty {
             let how = match outcome {
                 StepOutcome::Cached => "cached".to_string(),
                 StepOutcome::CutOff => "cached (its inputs came out as before)".to_string(),
                 StepOutcome::Ran => format!("ran in {}", seconds(duration)),
             };
+            // A first build would say "no earlier build" on every line: only changes are news.
+            let because = reason
+                .as_deref()
+                .filter(|reason| *reason != mb_core::explain::NO_EARLIER_BUILD)
+                .map(|reason| format!(", because {reason}"))
+                .unwrap_or_default();
             crate::progress::line(&format!(
-                "{prefix}{}: {how}, layer {}",
+                "{prefix}{}: {how}, layer {}{because}",
                 step.display,
                 bytes(layer.size)
             ));
@@ -803,6 +822,7 @@ impl Build<'_> {
             outcome,
             layer,
             duration_ms: duration.as_millis() as u64,
+            reason,
         }
     }
 }

@@ -5,7 +5,6 @@
 //! and why.
 
 mod actions;
-mod explain;
 mod planner;
 
 use mb_core::{CoreError, Document, ExitStatus, Failure, Kind};

@@ -9,8 +9,8 @@ use mb_core::plan::{LayerRef, PlanSection, PlanStage, PlanStep, ResolvedBase, St
 use mb_core::{Document, Store};
 
 use crate::actions::resolve_action;
-use crate::explain;
 use crate::Error;
+use mb_core::explain;
 use mb_core::record::LocationRecord;
 
 /// Settings that come from the command line and environment rather than the document.

@@ -1,4 +1,5 @@
-//! Why a step missed: the store keeps, per step location, what the step was last keyed with
+//! Why a step missed, for mb-plan (the steps it keys) and mb-exec (the pending steps it keys
+//! and then runs): the store keeps, per step location, what the step was last keyed with
 //! (`mb_core::record`); a miss is explained by comparing that record with the current one, in
 //! words: which files of a COPY, which environment variable, the base image, the command, or
 //! that there is no earlier build at that location.
@@ -8,14 +9,17 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use mb_core::record::LocationRecord;
+use crate::record::LocationRecord;
 use serde_json::Value;
+
+/// The reason of a miss at a location where nothing was built before.
+pub const NO_EARLIER_BUILD: &str = "no earlier build of this step";
 
 /// The reason a step whose key is `current.key` missed, given the record at its location to
 /// compare with and whether that one was built (see [`LocationRecord::last_built`]).
 pub fn why_missed(previous: Option<(&LocationRecord, bool)>, current: &LocationRecord) -> String {
     let Some((previous, previous_was_built)) = previous else {
-        return "no earlier build of this step".to_string();
+        return NO_EARLIER_BUILD.to_string();
     };
     if previous.key == current.key {
         return if previous_was_built {
