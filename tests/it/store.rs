@@ -195,6 +195,10 @@ fn a_hit_collected_between_plan_and_build_runs_instead_of_failing() {
     assert_eq!(collected["results_removed"], 1);
     let result = sandbox.stage("mb-exec", &[], &plan.to_string());
     assert_eq!(result["result"]["steps"][0]["outcome"], "ran");
+    assert_eq!(
+        result["result"]["steps"][0]["reason"],
+        "its stored result was removed or found corrupt after the plan"
+    );
     assert_eq!(sandbox.build(&[]).outcomes(), ["cached"]);
 }
 

@@ -185,8 +185,9 @@ pub fn verify(store: &Store, repair: bool) -> Result<VerifyReport, CoreError> {
             .and_then(|name| name.to_str())
             .unwrap_or("");
         report.n_blobs += 1;
-        let intact = match format!("sha256:{name}").parse::<Digest>() {
-            Ok(digest) => match store.read_blob(&digest) {
+        let digest = format!("sha256:{name}").parse::<Digest>().ok();
+        let intact = match &digest {
+            Some(digest) => match store.read_blob(digest) {
                 Ok(_) => true,
                 Err(CoreError::Io { source, .. })
                     if source.kind() == io::ErrorKind::InvalidData =>
@@ -195,12 +196,12 @@ pub fn verify(store: &Store, repair: bool) -> Result<VerifyReport, CoreError> {
                 }
                 Err(other) => return Err(other),
             },
-            Err(_) => false,
+            None => false,
         };
         if !intact {
             report.corrupt_blobs.push(name.to_string());
-            if let Ok(digest) = format!("sha256:{name}").parse::<Digest>() {
-                store.forget_intact(&digest)?;
+            if let Some(digest) = &digest {
+                store.forget_intact(digest)?;
             }
             if repair {
                 fs::remove_file(&path).map_err(CoreError::io(&path))?;

@@ -616,6 +616,10 @@ fn read_sized(mut call: impl FnMut(*mut u8, usize) -> libc::ssize_t) -> Option<V
         if size < 0 {
             return None;
         }
+        // Most files have no xattrs at all: no second call for them.
+        if size == 0 {
+            return Some(Vec::new());
+        }
         let mut buffer = vec![0u8; size as usize];
         let n_bytes = call(buffer.as_mut_ptr(), buffer.len());
         if n_bytes >= 0 {

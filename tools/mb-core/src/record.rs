@@ -103,16 +103,32 @@ impl LocationRecord {
     /// Makes this the newest record of location `id`, dropping an older one with the same key
     /// and the oldest beyond [`RECORDS_KEPT`]. Writes nothing when it is already the newest.
     pub fn save(&self, store: &Store, id: &str) -> Result<(), CoreError> {
-        let mut history = store
-            .location_record::<LocationHistory>(id)
-            .unwrap_or_default();
-        if history.records.first() == Some(self) {
+        self.save_into(store, id, Self::history(store, id))
+    }
+
+    /// [`LocationRecord::save`], and why a step keyed with this record missed: what changed
+    /// since the newest record whose result the store holds, else (nothing built here yet)
+    /// since the newest record planned.
+    pub fn save_explaining_miss(&self, store: &Store, id: &str) -> Result<String, CoreError> {
+        let history = Self::history(store, id);
+        let reason = crate::explain::why_missed(last_built(store, &history)?, self);
+        self.save_into(store, id, history)?;
+        Ok(reason)
+    }
+
+    fn save_into(
+        &self,
+        store: &Store,
+        id: &str,
+        mut records: Vec<LocationRecord>,
+    ) -> Result<(), CoreError> {
+        if records.first() == Some(self) {
             return Ok(());
         }
-        history.records.retain(|record| record.key != self.key);
-        history.records.insert(0, self.clone());
-        history.records.truncate(RECORDS_KEPT);
-        store.put_location_record(id, &history)
+        records.retain(|record| record.key != self.key);
+        records.insert(0, self.clone());
+        records.truncate(RECORDS_KEPT);
+        store.put_location_record(id, &LocationHistory { records })
     }
 
     /// The records of location `id`, newest first.
@@ -122,21 +138,20 @@ impl LocationRecord {
             .map(|history| history.records)
             .unwrap_or_default()
     }
+}
 
-    /// The record a miss at location `id` is explained against, and whether it was built: the
-    /// newest record whose result the store holds, else the newest record (planned, never built).
-    pub fn last_built(
-        store: &Store,
-        id: &str,
-    ) -> Result<Option<(LocationRecord, bool)>, CoreError> {
-        let history = Self::history(store, id);
-        for record in &history {
-            if store.result(&record.key)?.is_some() {
-                return Ok(Some((record.clone(), true)));
-            }
+/// The record of `history` a miss is explained against, and whether it was built: the newest
+/// one whose result the store holds, else the newest one.
+fn last_built<'h>(
+    store: &Store,
+    history: &'h [LocationRecord],
+) -> Result<Option<(&'h LocationRecord, bool)>, CoreError> {
+    for record in history {
+        if store.result(&record.key)?.is_some() {
+            return Ok(Some((record, true)));
         }
-        Ok(history.into_iter().next().map(|record| (record, false)))
     }
+    Ok(history.first().map(|record| (record, false)))
 }
 
 /// Name → content digest (or link target, or `dir`) and mode for every entry of a selection.
@@ -242,13 +257,14 @@ mod tests {
             files: BTreeMap::new(),
             base_image: None,
         };
-        assert_eq!(LocationRecord::last_built(&store, "here")?, None);
-        record("planned").save(&store, "here")?;
         assert_eq!(
-            LocationRecord::last_built(&store, "here")?,
-            Some((record("planned"), false))
+            record("planned").save_explaining_miss(&store, "here")?,
+            crate::explain::NO_EARLIER_BUILD
         );
-        record("built").save(&store, "here")?;
+        assert_eq!(
+            record("built").save_explaining_miss(&store, "here")?,
+            "the instruction changed (was `RUN make planned`) since the last plan"
+        );
         store.put_result(
             "built",
             &crate::store::StepOutput {
@@ -264,12 +280,11 @@ mod tests {
             },
         )?;
         for dry_run in ["one", "two", "planned"] {
-            record(dry_run).save(&store, "here")?;
+            assert_eq!(
+                record(dry_run).save_explaining_miss(&store, "here")?,
+                "the instruction changed (was `RUN make built`) since the last build"
+            );
         }
-        assert_eq!(
-            LocationRecord::last_built(&store, "here")?,
-            Some((record("built"), true))
-        );
         let keys: Vec<String> = LocationRecord::history(&store, "here")
             .into_iter()
             .map(|record| record.key)

@@ -6,7 +6,7 @@
 //! <root>/oci-layout, index.json, blobs/sha256/<hex>   an OCI image layout; index.json names images
 //! <root>/results/<key>.json                          a step's output, by BLAKE3 cache key
 //! <root>/snapshots/<diff-id hex>/                    a layer unpacked for overlayfs, by diff id
-//! <root>/locations/<id>.json                         what the last plan keyed at each step location
+//! <root>/locations/<id>.json                         what steps at a location were keyed with lately
 //! <root>/stat-cache/                                 mb-hash's stat cache
 //! <root>/tmp/                                        where every write starts
 //! ```

@@ -392,6 +392,8 @@ impl Build<'_> {
                 step.display
             );
         }
+        let gone_since_the_plan = (step.status == StepStatus::Hit)
+            .then(|| "its stored result was removed or found corrupt after the plan".to_string());
         let downloads = match &step.action {
             Action::Copy {
                 input: CopyInput::Url { checksum },
@@ -402,7 +404,7 @@ impl Build<'_> {
         };
         // Why it missed, should it run: the plan knows for the steps it keyed.
         let (key, reason) = match &step.key {
-            Some(key) => (key.clone(), step.reason.clone()),
+            Some(key) => (key.clone(), gone_since_the_plan.or(step.reason.clone())),
             None => self.key_for(step, layers, downloads.as_ref())?,
         };
         let content_key = match self.stored_result(step, layers, &key, downloads.as_ref())? {
@@ -609,15 +611,7 @@ impl Build<'_> {
             material,
             self.document.context.as_ref(),
         );
-        let previous = mb_core::record::LocationRecord::last_built(self.store, &id)?;
-        let reason = mb_core::explain::why_missed(
-            previous
-                .as_ref()
-                .map(|(previous, was_built)| (previous, *was_built)),
-            &record,
-        );
-        record.save(self.store, &id)?;
-        Ok(Some(reason))
+        Ok(Some(record.save_explaining_miss(self.store, &id)?))
     }
 
     fn execute_step(

@@ -160,7 +160,7 @@ pub fn run(
         TreeOptions {
             clamp_mtime: request.source_date_epoch.map(|epoch| epoch.max(0) as u64),
             overlay_whiteouts: true,
-            stopping: Some(|| interrupt::requested().is_some()),
+            stopping: Some(interrupt::stopping),
         },
     );
     // A stop ends the step as a stop, however far writing got.
@@ -462,24 +462,12 @@ fn run_runtime(
     if status.success() {
         return Ok(());
     }
+    // `run` removes the container when it exits, but not when the runtime itself failed or
+    // the container was killed.
+    let _ = runtime.quietly(&["delete", "-f", &request.container_id]);
     if let Some(why) = interrupt::requested() {
-        let _ = runtime
-            .command()
-            .args(["delete", "-f", &request.container_id])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
         return Err(ExecError::Stopped(why));
     }
-    // `run` removes the container when it exits, but not when the runtime itself failed.
-    let _ = runtime
-        .command()
-        .args(["delete", "-f", &request.container_id])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
     Err(ExecError::RunFailed {
         command: quote_argv(request.argv),
         status: exit_description(&status),
@@ -544,6 +532,17 @@ impl Runtime {
         let mut command = Command::new(&self.program);
         command.args(&self.flags);
         command
+    }
+
+    /// Runs a housekeeping subcommand (`kill`, `delete`) with no input and its output
+    /// discarded.
+    pub fn quietly(&self, args: &[&str]) -> std::io::Result<std::process::ExitStatus> {
+        self.command()
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
     }
 }
 

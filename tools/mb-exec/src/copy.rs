@@ -514,11 +514,8 @@ impl Archives<'_> {
             }
         };
         let scratch = store.temp_dir("archive-")?;
-        let unpacked = mb_core::layer::unpack_tar(
-            reader,
-            scratch.path(),
-            Some(|| crate::interrupt::requested().is_some()),
-        );
+        let unpacked =
+            mb_core::layer::unpack_tar(reader, scratch.path(), Some(crate::interrupt::stopping));
         crate::interrupt::check()?;
         unpacked.map_err(|error| ExecError::Archive {
             path: source.to_path_buf(),

@@ -13,7 +13,6 @@
 //! mb-exec, which then stops them in order rather than leaving half-deleted containers.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Stdio;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
@@ -73,6 +72,11 @@ pub fn requested() -> Option<Stop> {
         STEP_FAILED => Some(Stop::StepFailed),
         signal => Some(Stop::Signal(signal)),
     }
+}
+
+/// Whether the build is stopping: for long loops elsewhere (`mb_core::layer`) to ask.
+pub fn stopping() -> bool {
+    requested().is_some()
 }
 
 /// Fails with [`ExecError::Stopped`] when the build is stopping.
@@ -139,13 +143,7 @@ fn kill_registered(killed: &BTreeSet<String>) -> BTreeSet<String> {
 
 /// Whether the runtime killed container `id` (it fails for a container it has not created).
 fn kill(runtime: &Runtime, id: &str) -> bool {
-    let killed = runtime
-        .command()
-        .args(["kill", id, "KILL"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
+    let killed = runtime.quietly(&["kill", id, "KILL"]);
     match killed {
         Ok(status) => status.success(),
         Err(error) => {

@@ -238,7 +238,7 @@ fn lock_waiting(
             Ok(lock) => return Ok(lock),
             Err((returned, nix::errno::Errno::EWOULDBLOCK)) => {
                 if !said_so {
-                    tracing::info!("waiting for cache mount `{id}`, locked by another build");
+                    tracing::warn!("waiting for cache mount `{id}`, locked by another build");
                     said_so = true;
                 }
                 file = returned;

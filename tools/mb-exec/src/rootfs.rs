@@ -41,12 +41,7 @@ pub fn ensure_snapshot(store: &Store, layer: &LayerRef) -> Result<PathBuf, ExecE
     }
     let scratch = store.temp_dir("unpack-")?;
     let unpacked = scratch.path().join("root");
-    let unpacked_whole = layer::unpack(
-        store,
-        layer,
-        &unpacked,
-        Some(|| crate::interrupt::requested().is_some()),
-    );
+    let unpacked_whole = layer::unpack(store, layer, &unpacked, Some(crate::interrupt::stopping));
     // A stop ends the step as a stop, however far unpacking got; the scratch copy goes.
     crate::interrupt::check()?;
     unpacked_whole?;

@@ -90,7 +90,12 @@ pub fn build_graph(
     let lines = lexed.lines;
     let mut problems = lexed.problems;
     // What the lexer could not read is reported with whatever else is wrong, so that `--check`
-    // lists everything at once.
+    // lists everything at once; base images are not looked up (or pulled) for a file that fails.
+    let images = if problems.is_empty() {
+        images
+    } else {
+        &mut NoBaseImages
+    };
     match build(lexed.instructions, lexed.directives.escape, options, images) {
         Ok(graph) if problems.is_empty() => return Ok(graph),
         Ok(_) => {}

@@ -10,7 +10,6 @@ use mb_core::{Document, Store};
 
 use crate::actions::resolve_action;
 use crate::Error;
-use mb_core::explain;
 use mb_core::record::LocationRecord;
 
 /// Settings that come from the command line and environment rather than the document.
@@ -275,7 +274,6 @@ fn key_step(
         &material,
         lookup.document.context.as_ref(),
     );
-    let previous = LocationRecord::last_built(store, &location_id)?;
     let mut found = store.result(&key)?.filter(|_| !step.no_cache);
     let mut corrupt = None;
     if let Some(output) = &found {
@@ -300,22 +298,19 @@ fn key_step(
             step.status = StepStatus::Hit;
             step.layer = Some(output.layer);
             store.touch_result(&key)?;
+            record.save(store, &location_id)?;
         }
         None if step.no_cache => {
             step.status = StepStatus::Miss;
             step.reason = Some("--no-cache".to_string());
+            record.save(store, &location_id)?;
         }
         None => {
             step.status = StepStatus::Miss;
-            step.reason = Some(corrupt.unwrap_or_else(|| {
-                let previous = previous
-                    .as_ref()
-                    .map(|(previous, was_built)| (previous, *was_built));
-                explain::why_missed(previous, &record)
-            }));
+            let explained = record.save_explaining_miss(store, &location_id)?;
+            step.reason = Some(corrupt.unwrap_or(explained));
         }
     }
-    record.save(store, &location_id)?;
     step.key = Some(key);
     Ok(())
 }

@@ -129,6 +129,10 @@ fn a_stop_ends_the_wait_for_a_locked_cache_held_elsewhere() -> TestResult {
         stopped_at.elapsed()
     );
     assert_eq!(output.status.code(), Some(143), "{output:?}");
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("waiting for cache mount `busy`"),
+        "the stop came while waiting for the lock: {output:?}"
+    );
     assert_eq!(fixture.n_results(), 0);
     assert_eq!(mounts_under(fixture.store.root()), Vec::<String>::new());
     Ok(())
