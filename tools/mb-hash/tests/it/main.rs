@@ -69,16 +69,21 @@ impl Sandbox {
 
     /// Runs `mb-hash` in the sandbox with `stdin`.
     pub fn mb_hash(&self, args: &[&str], stdin: &str) -> Output {
-        let mut command = assert_cmd::Command::new(env!("CARGO_BIN_EXE_mb-hash"));
+        self.command(env!("CARGO_BIN_EXE_mb-hash"))
+            .args(args)
+            .write_stdin(stdin.to_string())
+            .output()
+            .unwrap_or_else(|error| panic!("running mb-hash: {error}"))
+    }
+
+    /// `program` to run in the sandbox against its store, with no RUST_LOG of the caller's.
+    fn command(&self, program: &str) -> assert_cmd::Command {
+        let mut command = assert_cmd::Command::new(program);
         command
             .current_dir(self.dir.path())
             .env(mb_core::store::STORE_ENV, self.store())
-            .env_remove("RUST_LOG")
-            .args(args)
-            .write_stdin(stdin.to_string());
+            .env_remove("RUST_LOG");
         command
-            .output()
-            .unwrap_or_else(|error| panic!("running mb-hash: {error}"))
     }
 
     /// Whether the tests run as root, who owns the files it creates.
@@ -95,11 +100,8 @@ impl Sandbox {
             return Some(self.mb_hash(args, stdin));
         }
         let caps = "-dac_override,-dac_read_search";
-        let mut command = assert_cmd::Command::new("setpriv");
+        let mut command = self.command("setpriv");
         command
-            .current_dir(self.dir.path())
-            .env(mb_core::store::STORE_ENV, self.store())
-            .env_remove("RUST_LOG")
             .arg(format!("--inh-caps={caps}"))
             .arg(format!("--bounding-set={caps}"))
             .arg("--")
@@ -212,6 +214,16 @@ pub fn selection_digest(
 /// The stderr of a run, as text.
 pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// The `source` of every entry of a tree document (`mb-hash DIR`), in order.
+pub fn tree_sources(tree: &serde_json::Value) -> Vec<&str> {
+    tree["entries"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| entry["source"].as_str())
+        .collect()
 }
 
 /// The entry names of selection `selection_idx`.

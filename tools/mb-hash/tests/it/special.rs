@@ -2,7 +2,7 @@
 
 use std::os::unix::net::UnixListener;
 
-use crate::{entry_names, graph, stderr, Sandbox, TestResult};
+use crate::{entry_names, graph, stderr, tree_sources, Sandbox, TestResult};
 
 #[test]
 fn fifos_and_sockets_are_skipped_with_a_warning_naming_them() -> TestResult {
@@ -31,12 +31,7 @@ fn fifos_and_sockets_are_skipped_with_a_warning_naming_them() -> TestResult {
     let output = sandbox.mb_hash(&["ctx"], "");
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let tree: serde_json::Value = serde_json::from_slice(&output.stdout)?;
-    let names: Vec<&str> = tree["entries"]
-        .as_array()
-        .ok_or("no entries")?
-        .iter()
-        .filter_map(|entry| entry["source"].as_str())
-        .collect();
+    let names = tree_sources(&tree);
     assert_eq!(names, vec!["app", "app/main.sh"]);
     assert!(stderr(&output).contains("skipping fifo"));
     Ok(())

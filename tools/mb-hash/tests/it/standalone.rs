@@ -5,7 +5,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{stderr, Sandbox, TestResult};
+use crate::{stderr, tree_sources, Sandbox, TestResult};
 
 /// With stdin a pipe that stays open and never gets a byte, a run that read stdin would wait
 /// forever.
@@ -59,12 +59,7 @@ fn exclude_from_applies_to_a_directory_manifest_instead_of_its_dockerignore() ->
     let output = sandbox.mb_hash(&["ctx", "--exclude-from", "patterns"], "");
     assert!(output.status.success(), "{}", stderr(&output));
     let tree: serde_json::Value = serde_json::from_slice(&output.stdout)?;
-    let names: Vec<&str> = tree["entries"]
-        .as_array()
-        .ok_or("no entries")?
-        .iter()
-        .filter_map(|entry| entry["source"].as_str())
-        .collect();
+    let names = tree_sources(&tree);
     assert_eq!(
         names,
         vec![
