@@ -307,27 +307,14 @@ pub fn graph(stages: &[(usize, Option<&str>)]) -> Graph {
 
 /// A RUN of `script` with `mounts`.
 pub fn shell_with_mounts(script: &str, mounts: Vec<mb_core::graph::RunMount>) -> Action {
-    match shell(script) {
-        Action::Run {
-            argv,
-            env,
-            cwd,
-            user,
-            network,
-            proxy_env,
-            ..
-        } => Action::Run {
-            argv,
-            env,
-            cwd,
-            user,
-            network,
-            proxy_env,
-            mounts,
-            script: None,
-        },
-        other => other,
+    let mut action = shell(script);
+    if let Action::Run {
+        mounts: run_mounts, ..
+    } = &mut action
+    {
+        *run_mounts = mounts;
     }
+    action
 }
 
 /// A `--mount` of `kind` at `target`, everything else unset.

@@ -8,30 +8,20 @@ use crate::harness::*;
 
 /// A RUN of the script `body`, named EOF, run by `/bin/sh -c /dev/pipes/EOF` as mb-plan words it.
 fn script_run(body: &str, user: &str) -> Action {
-    match shell("/dev/pipes/EOF") {
-        Action::Run {
-            argv,
-            env,
-            cwd,
-            network,
-            proxy_env,
-            mounts,
-            ..
-        } => Action::Run {
-            argv,
-            env,
-            cwd,
-            user: user.to_string(),
-            network,
-            proxy_env,
-            mounts,
-            script: Some(RunScript {
-                name: "EOF".to_string(),
-                body: body.to_string(),
-            }),
-        },
-        other => other,
+    let mut action = shell("/dev/pipes/EOF");
+    if let Action::Run {
+        user: run_user,
+        script,
+        ..
+    } = &mut action
+    {
+        *run_user = user.to_string();
+        *script = Some(RunScript {
+            name: "EOF".to_string(),
+            body: body.to_string(),
+        });
     }
+    action
 }
 
 /// An awk program that only awk, run by the kernel through the `#!` line, gets right: a shell

@@ -24,28 +24,15 @@ true
 "#;
 
 fn inspect_on(network: &str) -> Action {
-    match shell(INSPECT) {
-        Action::Run {
-            argv,
-            env,
-            cwd,
-            user,
-            proxy_env,
-            mounts,
-            script,
-            ..
-        } => Action::Run {
-            argv,
-            env,
-            cwd,
-            user,
-            network: network.to_string(),
-            proxy_env,
-            mounts,
-            script,
-        },
-        other => other,
+    let mut action = shell(INSPECT);
+    if let Action::Run {
+        network: run_network,
+        ..
+    } = &mut action
+    {
+        *run_network = network.to_string();
     }
+    action
 }
 
 #[test]
