@@ -432,7 +432,8 @@ pub fn copy_from_context(
                     source: source.clone(),
                     size: entry.size,
                     blake3: entry.digest.clone(),
-                    inode: None,
+                    // Files linked together in the context stay linked, as BuildKit keeps them.
+                    inode: (metadata.nlink() > 1).then(|| (metadata.dev(), metadata.ino())),
                 }
             }
             EntryKind::Symlink if metadata.file_type().is_symlink() => {
@@ -1060,6 +1061,76 @@ mod tests {
             "{changed}"
         );
         assert!(changed.contains("src/main.c"), "{changed}");
+        Ok(())
+    }
+
+    #[test]
+    fn context_files_linked_together_stay_linked() -> Result<(), ExecError> {
+        use mb_core::context::Entry;
+        let dir = tempfile::tempdir().map_err(ExecError::io("tempdir"))?;
+        let store = Store::open(dir.path().join("store"))?;
+        let context = dir.path().join("context");
+        fs::create_dir_all(&context).map_err(ExecError::io(&context))?;
+        fs::write(context.join("a.txt"), b"same").map_err(ExecError::io(&context))?;
+        fs::hard_link(context.join("a.txt"), context.join("b.txt"))
+            .map_err(ExecError::io(&context))?;
+        let entry = |name: &str| Entry {
+            source: name.into(),
+            name: name.into(),
+            kind: EntryKind::File,
+            mode: 0o644,
+            size: 4,
+            digest: Some(blake3::hash(b"same").to_hex().to_string()),
+            target: None,
+        };
+        let selection = Selection {
+            stage: 0,
+            instruction: 0,
+            mount: None,
+            digest: "d".into(),
+            n_files: 2,
+            n_bytes: 8,
+            entries: vec![entry("a.txt"), entry("b.txt")],
+        };
+        let view = RootView::open(&store, &[])?;
+        let target = LayerTarget {
+            store: &store,
+            parent: &view,
+            source_date_epoch: Some(100),
+            compression: Compression::Gzip,
+            link: false,
+        };
+        let options = CopyOptions {
+            destination: "/app/",
+            chown: None,
+            chmod: None,
+            heredocs: &[],
+        };
+        let layer = copy_from_context(&target, &context, &selection, &options, None)?;
+        let mut archive = tar::Archive::new(mb_core::layer::open_tar(&store, &layer)?);
+        let mut kinds = Vec::new();
+        for entry in archive.entries().map_err(ExecError::io("layer"))? {
+            let entry = entry.map_err(ExecError::io("layer"))?;
+            let path = entry.path().map_err(ExecError::io("layer"))?;
+            let link = entry.link_name().map_err(ExecError::io("layer"))?;
+            kinds.push((
+                path.to_string_lossy().into_owned(),
+                entry.header().entry_type(),
+                link.map(|link| link.to_string_lossy().into_owned()),
+            ));
+        }
+        assert_eq!(
+            kinds,
+            vec![
+                ("app/".to_string(), tar::EntryType::Directory, None),
+                ("app/a.txt".to_string(), tar::EntryType::Regular, None),
+                (
+                    "app/b.txt".to_string(),
+                    tar::EntryType::Link,
+                    Some("app/a.txt".to_string())
+                ),
+            ]
+        );
         Ok(())
     }
 }
