@@ -189,3 +189,37 @@ fn runtime_flags_reach_the_runtime_and_an_unknown_runtime_is_named() -> TestResu
     assert_eq!(layer.get("ran").map(String::as_str), Some("ran\n"));
     Ok(())
 }
+
+#[test]
+fn a_user_who_is_not_root_is_told_so_before_anything_runs() -> TestResult {
+    use std::os::unix::fs::PermissionsExt;
+    if !can_run_containers() {
+        return Ok(());
+    }
+    let fixture = Fixture::new()?;
+    let document = fixture.one_step("RUN true", shell("true"));
+    // A store the unprivileged user can create, so that only the missing privilege is wrong.
+    let world = tempfile::tempdir()?;
+    std::fs::set_permissions(world.path(), std::fs::Permissions::from_mode(0o777))?;
+    let store = world.path().join("store");
+    let mut command = assert_cmd::Command::new("setpriv");
+    command
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(env!("CARGO_BIN_EXE_mb-exec"))
+        .arg("--store")
+        .arg(&store)
+        .write_stdin(serde_json::to_string(&document)?);
+    let output = command.output()?;
+    if String::from_utf8_lossy(&output.stderr).starts_with("setpriv:") {
+        eprintln!("skipped: setpriv cannot switch users here");
+        return Ok(());
+    }
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert!(
+        String::from_utf8_lossy(&output.stderr)
+            .contains("mb-exec must run as root to mount overlay filesystems and run containers (effective uid is 65534)"),
+        "{output:?}"
+    );
+    assert!(output.stdout.is_empty());
+    Ok(())
+}
