@@ -538,3 +538,26 @@ fn no_cache_filter_reruns_only_the_stages_it_names() {
         "the named stage reran; the copy of its unchanged file was cut off"
     );
 }
+
+#[test]
+fn copy_chmod_and_a_bind_mount_from_an_image_work_in_a_real_build() {
+    if !can_run_containers("copy_chmod_and_a_bind_mount_from_an_image_work_in_a_real_build") {
+        return;
+    }
+    let sandbox = Sandbox::on_busybox(
+        "\
+FROM busybox
+COPY --chmod=0750 run.sh /run.sh
+COPY --chmod=u=rw,go=r conf /conf
+RUN test \"$(stat -c %a /run.sh)\" = 750 && test \"$(stat -c %a /conf)\" = 644
+RUN --mount=type=bind,from=busybox,source=/bin,target=/mnt/bin test -x /mnt/bin/busybox && ! touch /mnt/bin/x 2>/dev/null
+",
+    );
+    sandbox
+        .write("run.sh", "#!/bin/sh\n")
+        .write("conf", "x=1\n");
+    let built = sandbox.build(&[]);
+    assert_eq!(built.outcomes(), ["ran", "ran", "ran", "ran"]);
+    let base = &built.plan["plan"]["steps"][3]["action"]["mounts"][0];
+    assert_eq!(base["from"]["type"], "image", "{base}");
+}
