@@ -561,3 +561,40 @@ RUN --mount=type=bind,from=busybox,source=/bin,target=/mnt/bin test -x /mnt/bin/
     let base = &built.plan["plan"]["steps"][3]["action"]["mounts"][0];
     assert_eq!(base["from"]["type"], "image", "{base}");
 }
+
+#[test]
+fn user_and_chown_give_the_owners_the_exported_image_has() {
+    use std::os::unix::fs::MetadataExt;
+    if !can_run_containers("user_and_chown_give_the_owners_the_exported_image_has") {
+        return;
+    }
+    let sandbox = Sandbox::on_busybox(
+        "\
+FROM busybox
+COPY --chown=app:app owned.txt /srv/owned.txt
+COPY --chown=1234 numeric.txt /srv/numeric.txt
+USER app
+WORKDIR /home/app/work
+RUN echo made > made.txt
+USER root
+CMD [\"true\"]
+",
+    );
+    sandbox
+        .write("owned.txt", "app's\n")
+        .write("numeric.txt", "1234's\n");
+    let build = sandbox.build(&[]);
+    run_image(&sandbox, &build.result, "owners:1");
+    let rootfs = sandbox.path().join("bundle/rootfs");
+    for (path, owner) in [
+        ("srv/owned.txt", (1000, 1000)),
+        ("srv/numeric.txt", (1234, 1234)),
+        ("home/app/work", (1000, 1000)),
+        ("home/app/work/made.txt", (1000, 1000)),
+        ("srv", (0, 0)),
+    ] {
+        let metadata = std::fs::symlink_metadata(rootfs.join(path))
+            .unwrap_or_else(|error| panic!("{path}: {error}"));
+        assert_eq!((metadata.uid(), metadata.gid()), owner, "{path}");
+    }
+}
