@@ -989,40 +989,58 @@ mod tests {
         Ok(headers)
     }
 
+    /// A context file `source`, selected as `name`, holding `content`.
+    fn file_entry(source: &str, name: &str, mode: u32, content: &[u8]) -> mb_core::context::Entry {
+        mb_core::context::Entry {
+            source: source.into(),
+            name: name.into(),
+            kind: EntryKind::File,
+            mode,
+            size: content.len() as u64,
+            digest: Some(blake3::hash(content).to_hex().to_string()),
+            target: None,
+        }
+    }
+
+    /// A selection of `entries`, as mb-hash would describe it.
+    fn selection_of(entries: Vec<mb_core::context::Entry>) -> Selection {
+        Selection {
+            stage: 0,
+            instruction: 0,
+            mount: None,
+            digest: "d".into(),
+            n_files: entries.len() as u64,
+            n_bytes: entries.iter().map(|entry| entry.size).sum(),
+            entries,
+        }
+    }
+
+    /// A gzip layer over `parent`, its times clamped to 100.
+    fn target_over<'a>(store: &'a Store, parent: &'a RootView) -> LayerTarget<'a> {
+        LayerTarget {
+            store,
+            parent,
+            source_date_epoch: Some(100),
+            compression: Compression::Gzip,
+            link: false,
+        }
+    }
+
     #[test]
     fn context_copy_verifies_contents_and_maps_destinations() -> Result<(), ExecError> {
-        use mb_core::context::Entry;
         let dir = tempfile::tempdir().map_err(ExecError::io("tempdir"))?;
         let store = Store::open(dir.path().join("store"))?;
         let context = dir.path().join("context");
         fs::create_dir_all(context.join("src")).map_err(ExecError::io(&context))?;
         fs::write(context.join("src/main.c"), b"int main;").map_err(ExecError::io(&context))?;
-        let entry = Entry {
-            source: "src/main.c".into(),
-            name: "main.c".into(),
-            kind: EntryKind::File,
-            mode: 0o600,
-            size: 9,
-            digest: Some(blake3::hash(b"int main;").to_hex().to_string()),
-            target: None,
-        };
-        let selection = Selection {
-            stage: 0,
-            instruction: 0,
-            mount: None,
-            digest: "d".into(),
-            n_files: 1,
-            n_bytes: 9,
-            entries: vec![entry.clone()],
-        };
+        let selection = selection_of(vec![file_entry(
+            "src/main.c",
+            "main.c",
+            0o600,
+            b"int main;",
+        )]);
         let view = RootView::open(&store, &[])?;
-        let target = LayerTarget {
-            store: &store,
-            parent: &view,
-            source_date_epoch: Some(100),
-            compression: Compression::Gzip,
-            link: false,
-        };
+        let target = target_over(&store, &view);
         let options = CopyOptions {
             destination: "/app/",
             chown: Some("7:8"),
@@ -1066,7 +1084,6 @@ mod tests {
 
     #[test]
     fn context_files_linked_together_stay_linked() -> Result<(), ExecError> {
-        use mb_core::context::Entry;
         let dir = tempfile::tempdir().map_err(ExecError::io("tempdir"))?;
         let store = Store::open(dir.path().join("store"))?;
         let context = dir.path().join("context");
@@ -1074,32 +1091,13 @@ mod tests {
         fs::write(context.join("a.txt"), b"same").map_err(ExecError::io(&context))?;
         fs::hard_link(context.join("a.txt"), context.join("b.txt"))
             .map_err(ExecError::io(&context))?;
-        let entry = |name: &str| Entry {
-            source: name.into(),
-            name: name.into(),
-            kind: EntryKind::File,
-            mode: 0o644,
-            size: 4,
-            digest: Some(blake3::hash(b"same").to_hex().to_string()),
-            target: None,
-        };
-        let selection = Selection {
-            stage: 0,
-            instruction: 0,
-            mount: None,
-            digest: "d".into(),
-            n_files: 2,
-            n_bytes: 8,
-            entries: vec![entry("a.txt"), entry("b.txt")],
-        };
+        let selection = selection_of(
+            ["a.txt", "b.txt"]
+                .map(|name| file_entry(name, name, 0o644, b"same"))
+                .to_vec(),
+        );
         let view = RootView::open(&store, &[])?;
-        let target = LayerTarget {
-            store: &store,
-            parent: &view,
-            source_date_epoch: Some(100),
-            compression: Compression::Gzip,
-            link: false,
-        };
+        let target = target_over(&store, &view);
         let options = CopyOptions {
             destination: "/app/",
             chown: None,
