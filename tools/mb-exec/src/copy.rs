@@ -26,12 +26,12 @@ use std::path::{Path, PathBuf};
 use mb_core::context::{EntryKind, Selection};
 use mb_core::graph::Heredoc;
 use mb_core::layer::{Compression, EntryMeta, LayerWriter};
+use mb_core::mode::ModeChange;
 use mb_core::plan::LayerRef;
 use mb_core::Store;
 
 use crate::error::ExecError;
 use crate::interrupt;
-use crate::mode::ModeChange;
 use crate::rootfs::{is_whiteout, parent_of, resolve_in_root, RootView};
 use crate::users::{needs_accounts, Accounts, Identity};
 
@@ -1079,6 +1079,38 @@ mod tests {
             "{changed}"
         );
         assert!(changed.contains("src/main.c"), "{changed}");
+        Ok(())
+    }
+
+    #[test]
+    fn a_bad_chmod_in_a_hand_written_plan_is_bad_input() -> Result<(), ExecError> {
+        use mb_core::Failure;
+        let dir = tempfile::tempdir().map_err(ExecError::io("tempdir"))?;
+        let store = Store::open(dir.path().join("store"))?;
+        let view = RootView::open(&store, &[])?;
+        let options = CopyOptions {
+            destination: "/app/",
+            chown: None,
+            chmod: Some("bogus"),
+            heredocs: &[],
+        };
+        let selection = selection_of(Vec::new());
+        let refused = copy_from_context(
+            &target_over(&store, &view),
+            dir.path(),
+            &selection,
+            &options,
+            None,
+        );
+        let Err(error) = refused else {
+            panic!("--chmod=bogus was applied");
+        };
+        assert!(matches!(error, ExecError::BadChmod(_)), "{error}");
+        assert!(
+            error.to_string().contains("invalid --chmod `bogus`"),
+            "{error}"
+        );
+        assert_eq!(error.exit_status(), mb_core::ExitStatus::BadInput);
         Ok(())
     }
 

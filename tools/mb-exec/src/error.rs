@@ -29,9 +29,10 @@ pub enum ExecError {
     /// The plan contradicts itself or lacks something a step needs.
     #[error("the plan cannot be executed: {0}")]
     BadPlan(String),
-    /// A `--chmod` value that is neither octal nor symbolic.
-    #[error("invalid --chmod `{0}`: expected octal like 0644 or symbolic like u+x,go-w")]
-    BadChmod(String),
+    /// A `--chmod` value that is neither octal nor symbolic (mb-parse refuses it at its line;
+    /// only a hand-written plan gets it this far).
+    #[error(transparent)]
+    BadChmod(#[from] mb_core::mode::BadMode),
     /// A user named by RUN, WORKDIR or `--chown` is not in the build filesystem's /etc/passwd.
     #[error("unknown user `{0}`: not in /etc/passwd of the build filesystem (use a numeric uid or create the user first)")]
     UnknownUser(String),

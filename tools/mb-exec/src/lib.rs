@@ -12,7 +12,6 @@ pub mod copy;
 pub mod download;
 pub mod error;
 pub mod interrupt;
-pub mod mode;
 pub mod mounts;
 mod progress;
 pub mod rootfs;
